@@ -15,9 +15,8 @@ from physics.linop import LinearOperator, operator, static
 
 
 def _checkerboard(shape: tuple[int, ...], dtype) -> jax.Array:
-    """``prod_i (-1)^(n_i + N_i/2)`` over the given (even) sizes, broadcast over ``shape``."""
+    """``prod_i (-1)^n_i`` over an array of (even) sizes ``shape``."""
     parity = sum(jax.lax.broadcasted_iota(jnp.int32, shape, i) for i in range(len(shape)))
-    parity = parity + sum(n // 2 for n in shape)
     return (1 - 2 * (parity % 2)).astype(dtype)
 
 
@@ -26,8 +25,10 @@ def _centred(x: jax.Array, ndim: int, inverse: bool) -> jax.Array:
     transform = jnp.fft.ifftn if inverse else jnp.fft.fftn
     shape = x.shape[-ndim:]
     if all(n % 2 == 0 for n in shape):
-        sign = _checkerboard(shape, jnp.finfo(x.dtype).dtype)
-        return sign * transform(sign * x, axes=axes, norm="ortho")
+        # fftshift(F(ifftshift(x))) = (-1)^(sum N_i/2) * c * F(c * x), c the checkerboard
+        c = _checkerboard(shape, jnp.finfo(x.dtype).dtype)
+        c_out = -c if sum(n // 2 for n in shape) % 2 else c
+        return c_out * transform(c * x, axes=axes, norm="ortho")
     x = jnp.fft.ifftshift(x, axes=axes)
     return jnp.fft.fftshift(transform(x, axes=axes, norm="ortho"), axes=axes)
 
