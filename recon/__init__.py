@@ -1,0 +1,1 @@
+"""Reconstruction, learning, data I/O and the command line of recon-engine."""
