@@ -66,7 +66,7 @@ def _grid(shape: tuple[int, ...]) -> list[np.ndarray]:
 
 
 def shepp_logan(shape: tuple[int, ...]) -> np.ndarray:
-    """Modified (Toft) Shepp-Logan phantom, ``float32`` ``(ny, nx)`` or ``(nz, ny, nx)`` in ``[0, 1]``.
+    """Modified (Toft) Shepp-Logan phantom in ``[0, 1]``, ``float32`` ``(ny, nx)`` or ``(nz, ny, nx)``.
 
     The 2D phantom is the sum of Toft's ten ellipses (skull 1.0, brain 0.2, ventricles 0.0,
     small features 0.3/0.4); the 3D phantom uses the ellipsoids of Schabel's ``phantom3d``
@@ -132,7 +132,9 @@ def brain_phantom(shape: tuple[int, ...], *, seed: int = 0, texture: float = 0.0
     if not (0.0 <= texture < 0.5):
         raise InvalidDataError(f"brain_phantom: texture must be in [0, 0.5), got {texture}")
     if not (np.isfinite(phase_range) and phase_range >= 0):
-        raise InvalidDataError(f"brain_phantom: phase_range must be finite and >= 0, got {phase_range}")
+        raise InvalidDataError(
+            f"brain_phantom: phase_range must be finite and >= 0, got {phase_range}"
+        )
     rng = np.random.default_rng(seed)
     coords = _grid(shape)
     magnitude = shepp_logan(shape).astype(np.float64)
@@ -180,7 +182,9 @@ def birdcage_maps(shape: tuple[int, ...], *, radius: float = 1.5, rings: int = 4
     shape = _check_shape(shape, (3, 4), "birdcage_maps")
     coils, spatial = shape[0], shape[1:]
     if not (np.isfinite(radius) and radius >= 1.0):
-        raise InvalidDataError(f"birdcage_maps: radius must be finite and >= 1 (half FOVs), got {radius}")
+        raise InvalidDataError(
+            f"birdcage_maps: radius must be finite and >= 1 (half FOVs), got {radius}"
+        )
     coords = _grid(spatial)
     if len(spatial) == 2:
         per_ring, ring = coils, np.zeros(coils, dtype=int)
