@@ -1,0 +1,527 @@
+"""Raw data and image files: fastMRI-style HDF5 (h5py) and ISMRMRD HDF5 (``ismrmrd``).
+
+fastMRI layout: ``kspace`` complex (slices, coils, ky, kx), centred (k-space centre at n//2) and
+orthonormal as :func:`physics.fft.fftc`; optional ``mask`` (kx,), (ky, kx) or (slices, ky, kx);
+optional ``reconstruction_rss`` float32 (slices, ny, nx) and ``ismrmrd_header`` (XML bytes). A
+rank-3 ``kspace`` (coils, ky, kx) is read as one slice. Output files hold ``reconstruction``
+float32 (slices, ny, nx) plus root attributes.
+
+Inputs are opened read-only and never followed out of the file: external links, virtual datasets
+and external raw storage are refused. Every problem raises a :class:`physics.errors.ReconError`
+subclass naming the file, the dataset, what was found and what was expected. Writers write a
+temporary file in the target folder and ``os.replace`` it, so a failed write leaves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from physics.errors import FileFormatError, InvalidDataError, OutputError, ReconError, ShapeError
+
+__all__ = [
+    "RawFile", "center_crop", "open_raw", "read_images", "read_ismrmrd", "read_noise",
+    "write_kspace", "write_reconstruction",
+]
+
+PathLike = str | os.PathLike
+
+# Acquisitions that are not imaging readouts (ISMRMRD flag bits), skipped by read_ismrmrd.
+_SKIPPED_FLAGS = (
+    "ACQ_IS_NOISE_MEASUREMENT", "ACQ_IS_PARALLEL_CALIBRATION", "ACQ_IS_NAVIGATION_DATA",
+    "ACQ_IS_PHASECORR_DATA", "ACQ_IS_HPFEEDBACK_DATA", "ACQ_IS_DUMMYSCAN_DATA",
+    "ACQ_IS_RTFEEDBACK_DATA", "ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA",
+    "ACQ_IS_PHASE_STABILIZATION_REFERENCE", "ACQ_IS_PHASE_STABILIZATION",
+)
+
+
+# ----------------------------------------------------------------------------------- reading
+def _open_h5(path: PathLike) -> h5py.File:
+    """Open an existing HDF5 file read-only, turning every failure into FileFormatError."""
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(f"{p}: file does not exist")
+    if not p.is_file():
+        raise FileFormatError(f"{p}: not a regular file (expected an HDF5 file)")
+    try:
+        if not h5py.is_hdf5(p):
+            raise FileFormatError(f"{p}: not an HDF5 file (no HDF5 signature)")
+        return h5py.File(p, "r")
+    except OSError as e:
+        raise FileFormatError(f"{p}: cannot open as HDF5, truncated or corrupt ({e})") from e
+
+
+def _local(f: h5py.File, name: str, hops: int = 0) -> h5py.HLObject | None:
+    """Object at ``name`` in ``f``, following soft links by hand and refusing external links."""
+    if hops > 16:
+        raise FileFormatError(f"{f.filename}: soft links around '{name}' form a loop")
+    node: h5py.Group = f["/"]
+    parts = [p for p in name.split("/") if p]
+    for k, part in enumerate(parts):
+        if not isinstance(node, h5py.Group):
+            return None
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.SoftLink):
+            base = link.path if link.path.startswith("/") else f"{node.name.rstrip('/')}/{link.path}"
+            return _local(f, "/".join([base, *parts[k + 1:]]), hops + 1)
+        if isinstance(link, h5py.ExternalLink):
+            raise FileFormatError(
+                f"{f.filename}: '{name}' is an external link to '{link.path}' in {link.filename}; "
+                "input files must hold their data themselves")
+        if not isinstance(link, h5py.HardLink):
+            raise FileFormatError(f"{f.filename}: '{name}' is a {type(link).__name__}, "
+                                  "expected a dataset stored in the file")
+        node = node[part]
+    return node
+
+
+def _dataset(f: h5py.File, name: str, *, required: bool = True) -> h5py.Dataset | None:
+    """Dataset ``name`` stored in ``f`` itself (no links out, not virtual, no external storage)."""
+    obj = _local(f, name)
+    if obj is None:
+        if required:
+            raise FileFormatError(
+                f"{f.filename}: no dataset '{name}' (found: {sorted(f.keys()) or 'nothing'})")
+        return None
+    if not isinstance(obj, h5py.Dataset):
+        raise FileFormatError(f"{f.filename}: '{name}' is a {type(obj).__name__}, expected a dataset")
+    if obj.is_virtual or obj.external:
+        raise FileFormatError(
+            f"{f.filename}: dataset '{name}' is {'virtual' if obj.is_virtual else 'stored externally'}"
+            "; input files must hold their data themselves")
+    return obj
+
+
+def _read(dset: h5py.Dataset, index: Any = ()) -> np.ndarray:
+    try:
+        return np.asarray(dset[index])
+    except OSError as e:
+        raise FileFormatError(
+            f"{dset.file.filename}: cannot read dataset '{dset.name}', file corrupt ({e})") from e
+
+
+def _check_complex(dset: h5py.Dataset) -> None:
+    if dset.dtype.kind != "c" or dset.dtype.itemsize not in (8, 16):  # either byte order
+        raise FileFormatError(
+            f"{dset.file.filename}: dataset '{dset.name}' has dtype {dset.dtype}, "
+            "expected complex64 or complex128")
+
+
+def _check_finite(x: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InvalidDataError(f"{what} holds {int(bad.sum())} NaN/Inf values (first at index {first})")
+
+
+def _real_stack(dset: h5py.Dataset) -> np.ndarray:
+    """Read a real (slices, ny, nx) or (ny, nx) image dataset as float32 (slices, ny, nx)."""
+    where = f"{dset.file.filename}: dataset '{dset.name}'"
+    if dset.dtype.kind not in "fiu":
+        raise FileFormatError(
+            f"{where} has dtype {dset.dtype}, expected real (float or integer) images")
+    if dset.ndim not in (2, 3):
+        raise ShapeError(f"{where} has shape {dset.shape}, expected (slices, ny, nx) or (ny, nx)")
+    x = _read(dset).astype(np.float32).reshape((-1, *dset.shape[-2:]))
+    if x.size == 0:
+        raise InvalidDataError(f"{where} has shape {dset.shape}: no images")
+    _check_finite(x, where)
+    return x
+
+
+class RawFile:
+    """A fastMRI-style raw file opened read-only; k-space is read one slice at a time.
+
+    Use :func:`open_raw` (also a context manager). ``shape`` is (slices, coils, ky, kx); a rank-3
+    ``kspace`` dataset (coils, ky, kx) is one slice.
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        self._file = _open_h5(self.path)
+        try:
+            self._validate()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _validate(self) -> None:
+        f, p = self._file, self.path
+        self._kspace = ks = _dataset(f, "kspace")
+        _check_complex(ks)
+        if ks.ndim not in (3, 4):
+            raise ShapeError(f"{p}: dataset 'kspace' has shape {ks.shape}, "
+                             "expected (slices, coils, ky, kx) or (coils, ky, kx)")
+        self.shape: tuple[int, int, int, int] = tuple(ks.shape) if ks.ndim == 4 else (1, *ks.shape)
+        if self.shape[0] == 0:
+            raise InvalidDataError(f"{p}: dataset 'kspace' has shape {ks.shape}: no slices")
+        if 0 in self.shape:
+            raise InvalidDataError(f"{p}: dataset 'kspace' has shape {ks.shape}: an empty axis")
+        slices, _, ny, nx = self.shape
+        self._mask = _dataset(f, "mask", required=False)
+        if self._mask is not None:
+            if self._mask.dtype.kind not in "biuf":
+                raise FileFormatError(f"{p}: dataset 'mask' has dtype {self._mask.dtype}, "
+                                      "expected bool, integer or float")
+            allowed = [(nx,), (ny, nx), (slices, ny, nx)]
+            if tuple(self._mask.shape) not in allowed:
+                raise ShapeError(f"{p}: dataset 'mask' has shape {self._mask.shape}, expected one "
+                                 f"of {allowed} to match 'kspace' {ks.shape}")
+        self._reference = _dataset(f, "reconstruction_rss", required=False)
+        ref = self._reference
+        if ref is not None and (ref.ndim not in (2, 3) or ref.shape[:-2] not in ((), (slices,))
+                                or (ref.ndim == 2 and slices != 1)):
+            raise ShapeError(f"{p}: dataset 'reconstruction_rss' has shape {ref.shape}, "
+                             f"expected ({slices}, ny, nx) to match 'kspace' {ks.shape}")
+        self._header = _dataset(f, "ismrmrd_header", required=False)
+
+    @property
+    def num_slices(self) -> int:
+        return self.shape[0]
+
+    @property
+    def num_coils(self) -> int:
+        return self.shape[1]
+
+    def _index(self, i: int) -> int:
+        if not self._file:
+            raise FileFormatError(f"{self.path}: file is closed")
+        n = self.num_slices
+        if not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise InvalidDataError(f"{self.path}: slice {i!r} out of range, the file has {n} slices")
+        return int(i) % n
+
+    def kspace(self, i: int) -> np.ndarray:
+        """Slice ``i`` of k-space, complex64 (coils, ky, kx); only this slice is read."""
+        i = self._index(i)
+        y = _read(self._kspace, i if self._kspace.ndim == 4 else ()).astype(np.complex64)
+        _check_finite(y, f"{self.path}: slice {i} of 'kspace'")
+        if not y.any():
+            raise InvalidDataError(f"{self.path}: slice {i} of 'kspace' is all zero")
+        return y
+
+    def mask(self, i: int) -> np.ndarray:
+        """Sampling mask of slice ``i``, bool (ky, kx): the file's ``mask``, else non-zero k-space."""
+        i = self._index(i)
+        ny, nx = self.shape[2:]
+        if self._mask is None:
+            return np.any(self.kspace(i) != 0, axis=0)
+        m = _read(self._mask, i if self._mask.ndim == 3 else ())
+        what = f"{self.path}: dataset 'mask'"
+        if not np.isin(m, (0, 1)).all():
+            bad = np.unique(m[~np.isin(m, (0, 1))])[:5]
+            raise InvalidDataError(f"{what} holds values {bad.tolist()}, expected only 0 and 1")
+        m = np.broadcast_to(m.astype(bool), (ny, nx)).copy()
+        if not m.any():
+            raise InvalidDataError(f"{what} samples nothing for slice {i}")
+        return m
+
+    def reference(self) -> np.ndarray | None:
+        """``reconstruction_rss`` as float32 (slices, ny, nx), or None when absent."""
+        return None if self._reference is None else _real_stack(self._reference)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes (bytes decoded, numpy scalars as Python scalars)."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, bytes):
+                return v.decode("utf-8", "replace")
+            return v.item() if isinstance(v, np.generic) else v
+        return {k: plain(v) for k, v in self._file.attrs.items()}
+
+    @property
+    def header(self) -> str | None:
+        """The ``ismrmrd_header`` XML as text, or None when absent."""
+        if self._header is None:
+            return None
+        h = _read(self._header)
+        h = h.item() if h.ndim == 0 else h.ravel()[0]
+        return h.decode("utf-8", "replace") if isinstance(h, bytes) else str(h)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> RawFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RawFile({str(self.path)!r}, shape={self.shape}, mask={self._mask is not None})"
+
+
+def open_raw(path: PathLike) -> RawFile:
+    """Open a fastMRI-style raw file read-only and validate its layout (see :class:`RawFile`)."""
+    return RawFile(path)
+
+
+def read_noise(path: PathLike, dataset: str = "noise") -> np.ndarray:
+    """Noise-only samples, complex64 (coils, samples), e.g. for pre-whitening."""
+    with _open_h5(path) as f:
+        d = _dataset(f, dataset)
+        _check_complex(d)
+        if d.ndim != 2:
+            raise ShapeError(
+                f"{path}: dataset '{dataset}' has shape {d.shape}, expected (coils, samples)")
+        if 0 in d.shape:
+            raise InvalidDataError(f"{path}: dataset '{dataset}' has shape {d.shape}: no samples")
+        x = _read(d).astype(np.complex64)
+    _check_finite(x, f"{path}: dataset '{dataset}'")
+    return x
+
+
+def read_images(path: PathLike, dataset: str = "reconstruction") -> np.ndarray:
+    """Real images float32 (slices, ny, nx), e.g. ``reconstruction`` or ``reconstruction_rss``."""
+    with _open_h5(path) as f:
+        return _real_stack(_dataset(f, dataset))
+
+
+def center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Central ``shape`` = (ny, nx) part of the last two axes of ``x`` (a view), as fastMRI crops.
+
+    On an axis of size n cropped to m the crop starts at ``(n - m) // 2``.
+    """
+    if len(shape) != 2 or any(int(m) < 1 for m in shape):
+        raise ShapeError(f"crop shape {tuple(shape)} must be two positive sizes (ny, nx)")
+    if x.ndim < 2 or x.shape[-2] < shape[0] or x.shape[-1] < shape[1]:
+        raise ShapeError(f"cannot crop an array of shape {x.shape} to {tuple(shape)} over its last "
+                         "two axes: the image must be at least as large as the crop")
+    top, left = (x.shape[-2] - shape[0]) // 2, (x.shape[-1] - shape[1]) // 2
+    return x[..., top:top + shape[0], left:left + shape[1]]
+
+
+# ----------------------------------------------------------------------------------- writing
+def _output_target(path: PathLike, input_path: PathLike | None = None) -> Path:
+    """Resolved output path after checking its folder and that it is not the input file."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"output {p} is a directory, expected a file path")
+    target = p.resolve()
+    folder = target.parent
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} does not exist (for output {p})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {folder} is not writable (for output {p})")
+    if input_path is not None:
+        source = Path(input_path).resolve()
+        same = source.exists() and target.exists() and os.path.samefile(source, target)
+        if source == target or same:  # also hard links
+            raise OutputError(f"output {p} is the input file {input_path}; "
+                              "input files are never overwritten, choose another output path")
+    return target
+
+
+@contextlib.contextmanager
+def _atomic_h5(path: PathLike, input_path: PathLike | None = None) -> Iterator[h5py.File]:
+    """An HDF5 file written next to ``path`` and renamed onto it only when the body succeeds."""
+    target = _output_target(path, input_path)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies
+    except OSError as e:
+        raise OutputError(f"cannot create a file in output folder {target.parent}: {e.strerror}") from e
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, ReconError) or not isinstance(e, Exception):
+            raise
+        raise OutputError(f"could not write {target}: {type(e).__name__}: {e}") from e
+
+
+def _attr_value(key: str, value: Any) -> Any:
+    """An HDF5-storable attribute: scalars and strings as they are, containers as JSON text."""
+    if isinstance(value, (str, bool, int, float, np.generic)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    try:
+        return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value)
+    except (TypeError, ValueError) as e:
+        raise InvalidDataError(f"attribute '{key}' = {value!r} is not a scalar, string or "
+                               f"JSON-serialisable value ({e})") from e
+
+
+def _attrs(attrs: dict[str, Any] | None) -> dict[str, Any]:
+    out = {}
+    for key, value in (attrs or {}).items():
+        if not isinstance(key, str) or not key:
+            raise InvalidDataError(f"attribute name {key!r} must be a non-empty string")
+        out[key] = _attr_value(key, value)
+    return out
+
+
+def _as_stack(x: Any, name: str, kind: str, rank: int) -> np.ndarray:
+    """``x`` as a finite array of ``rank`` (one leading slice axis added to rank - 1)."""
+    a = np.asarray(x)
+    if a.dtype.kind not in kind:
+        raise InvalidDataError(f"{name} has dtype {a.dtype}, expected "
+                               f"{'complex or real numbers' if 'c' in kind else 'real numbers'}")
+    if a.ndim == rank - 1:
+        a = a[None]
+    if a.ndim != rank or 0 in a.shape:
+        raise ShapeError(f"{name} has shape {np.shape(x)}, expected {rank} non-empty axes "
+                         "(slices first; the slice axis may be left out for one slice)")
+    _check_finite(a, name)
+    return a
+
+
+def write_kspace(path: PathLike, kspace: np.ndarray, *, mask: np.ndarray | None = None,
+                 reference: np.ndarray | None = None, attrs: dict[str, Any] | None = None) -> None:
+    """Write a fastMRI-style raw file atomically.
+
+    Args:
+        kspace: (slices, coils, ky, kx) or (coils, ky, kx), stored as complex64.
+        mask: (kx,), (ky, kx) or (slices, ky, kx) of 0/1, stored as bool ``mask``.
+        reference: (slices, ny, nx) or (ny, nx) real, stored as float32 ``reconstruction_rss``.
+        attrs: root attributes (containers stored as JSON text).
+    """
+    k = _as_stack(kspace, "kspace", "biufc", 4).astype(np.complex64)
+    _check_finite(k, "kspace (after conversion to complex64)")
+    slices, _, ny, nx = k.shape
+    m = r = None
+    if mask is not None:
+        m = np.asarray(mask)
+        allowed = [(nx,), (ny, nx), (slices, ny, nx)]
+        if m.shape not in allowed:
+            raise ShapeError(
+                f"mask has shape {m.shape}, expected one of {allowed} for kspace {k.shape}")
+        if m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
+            raise InvalidDataError(f"mask (dtype {m.dtype}) must hold only 0 and 1")
+        m = m.astype(bool)
+    if reference is not None:
+        r = _as_stack(reference, "reference", "biuf", 3).astype(np.float32)
+        if r.shape[0] != slices:
+            raise ShapeError(f"reference has shape {np.shape(reference)}, expected {slices} slices "
+                             f"to match kspace {k.shape}")
+    meta = _attrs(attrs)
+    with _atomic_h5(path) as f:
+        f.create_dataset("kspace", data=k)
+        if m is not None:
+            f.create_dataset("mask", data=m)
+        if r is not None:
+            f.create_dataset("reconstruction_rss", data=r)
+        f.attrs.update(meta)
+
+
+def write_reconstruction(path: PathLike, images: np.ndarray, *, attrs: dict[str, Any] | None = None,
+                         input_path: PathLike | None = None,
+                         extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write reconstructed images atomically as fastMRI ``reconstruction`` float32 (slices, ny, nx).
+
+    Args:
+        images: real (slices, ny, nx) or (ny, nx); take ``abs`` of complex images first.
+        attrs: root attributes, e.g. method and parameters (containers stored as JSON text).
+        input_path: the raw file reconstructed; the output may not be this file.
+        extra: more datasets to store, written as given (name -> array).
+    """
+    x = _as_stack(images, "images", "biuf", 3).astype(np.float32)
+    _check_finite(x, "images (after conversion to float32)")
+    meta = _attrs(attrs)
+    extra = dict(extra or {})
+    for name in extra:
+        if not isinstance(name, str) or not name.strip("/") or name.strip("/") == "reconstruction":
+            raise InvalidDataError(f"extra dataset name {name!r} must be a string other than "
+                                   "'reconstruction'")
+    with _atomic_h5(path, input_path) as f:
+        f.create_dataset("reconstruction", data=x)
+        for name, value in extra.items():
+            f.create_dataset(name, data=np.asarray(value))
+        f.attrs.update(meta)
+
+
+# ----------------------------------------------------------------------------------- ISMRMRD
+def read_ismrmrd(path: PathLike, dataset: str = "dataset") -> tuple[np.ndarray, str]:
+    """Cartesian ISMRMRD raw data as centred k-space complex64 (slices, coils, ky, kx) and the XML.
+
+    Uses the first encoding space: kx = encodedSpace.matrixSize.x, ky = matrixSize.y. Sample s of
+    a readout goes to kx index ``nx//2 + s - center_sample`` (``discard_pre``/``discard_post``
+    samples dropped, ``ACQ_IS_REVERSE`` readouts flipped), its ``kspace_encode_step_1`` to
+    ``ny//2 + step - encodingLimits.kspace_encoding_step_1.center``. Noise, calibration-only,
+    navigator, phase-correction and other non-imaging acquisitions and those of other encoding
+    spaces are skipped; repeated averages are averaged. Unsupported (FileFormatError): non-Cartesian
+    trajectories, 3D encoding, several contrasts/phases/repetitions/sets.
+    """
+    import ismrmrd  # noqa: PLC0415 - heavy import (xsdata), only needed here
+    import ismrmrd.xsd  # noqa: PLC0415
+
+    with _open_h5(path) as f:  # validate the layout with our own checks first
+        if not isinstance(_local(f, dataset), h5py.Group):
+            raise FileFormatError(f"{path}: no ISMRMRD group '{dataset}' (found: {sorted(f.keys())})")
+        _dataset(f, f"{dataset}/xml")
+        _dataset(f, f"{dataset}/data")
+    with ismrmrd.Dataset(os.fspath(path), dataset, create_if_needed=False, mode="r") as dset:
+        xml = dset.read_xml_header()
+        xml = xml.decode("utf-8") if isinstance(xml, bytes) else str(xml)
+        try:
+            header = ismrmrd.xsd.CreateFromDocument(xml)
+        except Exception as e:
+            raise FileFormatError(f"{path}: invalid ISMRMRD XML header in '{dataset}/xml' ({e})") from e
+        if not header.encoding:
+            raise FileFormatError(f"{path}: ISMRMRD header has no <encoding>")
+        enc = header.encoding[0]
+        if enc.trajectory != ismrmrd.xsd.trajectoryType.CARTESIAN:
+            raise FileFormatError(f"{path}: trajectory '{enc.trajectory.value}' is not supported, "
+                                  "expected 'cartesian'")
+        size = enc.encodedSpace.matrixSize
+        if size.z > 1:
+            raise FileFormatError(f"{path}: 3D encoding (matrix z = {size.z}) is not supported")
+        nx, ny = size.x, size.y
+        limits = enc.encodingLimits
+        ky_centre = limits.kspace_encoding_step_1.center if limits.kspace_encoding_step_1 else ny // 2
+        skip = sum(1 << (getattr(ismrmrd, flag) - 1) for flag in _SKIPPED_FLAGS)
+        reverse = 1 << (ismrmrd.ACQ_IS_REVERSE - 1)
+        lines = []  # (slice, ky, kx0, samples (coils, n))
+        for n in range(dset.number_of_acquisitions()):
+            acq = dset.read_acquisition(n)
+            if acq.flags & skip or acq.encoding_space_ref != 0:
+                continue
+            idx = acq.idx
+            other = {k: getattr(idx, k) for k in ("contrast", "phase", "repetition", "set",
+                                                  "kspace_encode_step_2") if getattr(idx, k)}
+            if other:
+                raise FileFormatError(f"{path}: acquisition {n} has {other}; only one contrast, "
+                                      "phase, repetition, set and 2D encoding are supported")
+            data = np.array(acq.data, dtype=np.complex64)
+            centre = acq.center_sample
+            if acq.flags & reverse:
+                data, centre = data[:, ::-1], data.shape[1] - 1 - centre
+            lo, hi = acq.discard_pre, data.shape[1] - acq.discard_post
+            ky, kx0 = ny // 2 + idx.kspace_encode_step_1 - ky_centre, nx // 2 - centre + lo
+            if not (0 <= ky < ny and 0 <= kx0 and kx0 + hi - lo <= nx):
+                raise ShapeError(f"{path}: acquisition {n} (encode step {idx.kspace_encode_step_1}, "
+                                 f"{data.shape[1]} samples, centre {acq.center_sample}) falls "
+                                 f"outside the encoded matrix ({ny}, {nx})")
+            lines.append((idx.slice, ky, kx0, data[:, lo:hi]))
+    if not lines:
+        raise InvalidDataError(f"{path}: no imaging acquisitions in '{dataset}'")
+    coils = {line[3].shape[0] for line in lines}
+    if len(coils) != 1:
+        raise FileFormatError(
+            f"{path}: acquisitions have different numbers of channels {sorted(coils)}")
+    slices = limits.slice.maximum + 1 if limits.slice else 1
+    slices = max(slices, 1 + max(line[0] for line in lines))
+    kspace = np.zeros((slices, coils.pop(), ny, nx), np.complex64)
+    count = np.zeros((slices, 1, ny, nx), np.int32)
+    for s, ky, kx0, samples in lines:
+        kspace[s, :, ky, kx0:kx0 + samples.shape[1]] += samples
+        count[s, :, ky, kx0:kx0 + samples.shape[1]] += 1
+    np.divide(kspace, count, out=kspace, where=count > 1)
+    _check_finite(kspace, f"{path}: ISMRMRD acquisitions in '{dataset}'")
+    return kspace, xml
