@@ -6,6 +6,7 @@ Bad input prints one line ``recon: error: ...`` on stderr and exits with status 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -66,24 +67,36 @@ def _undersample(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}: {args.pattern} mask, acceleration {sampling.acceleration(mask):.2f}")
 
 
+@contextlib.contextmanager
+def _raw_slices(path: Path):
+    """``(num_slices, num_coils, iterator of (kspace, mask))`` of a fastMRI or ISMRMRD raw file."""
+    from recon.io import open_raw
+    from recon.ismrmrd import is_ismrmrd, read_ismrmrd
+
+    if is_ismrmrd(path):
+        kspace, _ = read_ismrmrd(path)
+        yield len(kspace), kspace.shape[1], ((k, np.any(k != 0, axis=0)) for k in kspace)
+    else:
+        with open_raw(path) as raw:
+            yield raw.num_slices, raw.num_coils, ((raw.kspace(i), raw.mask(i)) for i in range(raw.num_slices))
+
+
 def _reconstruct(args: argparse.Namespace) -> None:
     from physics.noise import noise_covariance, whitening_matrix
-    from recon.io import open_raw, read_noise, write_reconstruction
+    from recon.io import read_noise, write_reconstruction
     from recon.pipeline import ReconOptions, reconstruct
 
     options = ReconOptions(method=args.method, maps=args.maps, iterations=args.iterations,
                            lam=args.lam, calib=args.calib, kernel=args.kernel, crop=args.crop)
     whitening = None
     if args.noise is not None:
-        noise = read_noise(args.noise)
-        whitening = whitening_matrix(noise_covariance(noise))
-    with open_raw(args.input) as raw:
-        if whitening is not None and whitening.shape[0] != raw.num_coils:
+        whitening = whitening_matrix(noise_covariance(read_noise(args.noise)))
+    with _raw_slices(args.input) as (num_slices, num_coils, slices):
+        if whitening is not None and whitening.shape[0] != num_coils:
             raise InvalidDataError(f"{args.noise}: noise scan has {whitening.shape[0]} coils, "
-                                   f"{args.input} has {raw.num_coils}")
-        slices = ((raw.kspace(i), raw.mask(i)) for i in range(raw.num_slices))
+                                   f"{args.input} has {num_coils}")
         with _progress(args.method) as bar:
-            task = bar.add_task("slices", total=raw.num_slices)
+            task = bar.add_task("slices", total=num_slices)
             images = reconstruct(slices, options, whitening=whitening,
                                  progress=lambda: bar.advance(task))
     attrs = {"method": options.method, "parameters": {

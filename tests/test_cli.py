@@ -136,3 +136,19 @@ def test_input_file_is_never_modified(pipeline, tmp_path):
     before = src.read_bytes()
     assert main(["reconstruct", str(src), "-o", str(tmp_path / "o.h5"), "--method", "zero-filled"]) == 0
     assert src.read_bytes() == before
+
+
+def test_reconstruct_reads_ismrmrd(tmp_path, rng):
+    """An ISMRMRD file and the same k-space in fastMRI layout give the same reconstruction."""
+    from recon.io import write_kspace
+    from tests.test_io import acquisition, ismrmrd_header, write_ismrmrd
+
+    k = (rng.standard_normal((1, 4, 16, 20)) + 1j * rng.standard_normal((1, 4, 16, 20))).astype(np.complex64)
+    xml = ismrmrd_header(20, 16, 1, (0, 15, 8))
+    write_ismrmrd(tmp_path / "raw.h5", xml, [acquisition(k[0, :, y], step=y, slc=0, centre=10) for y in range(16)])
+    write_kspace(tmp_path / "fastmri.h5", k)
+    for name in ("raw", "fastmri"):
+        assert main(["reconstruct", str(tmp_path / f"{name}.h5"), "-o", str(tmp_path / f"{name}-zf.h5"),
+                     "--method", "zero-filled"]) == 0
+    with h5py.File(tmp_path / "raw-zf.h5") as a, h5py.File(tmp_path / "fastmri-zf.h5") as b:
+        np.testing.assert_allclose(a["reconstruction"][()], b["reconstruction"][()], rtol=1e-6)

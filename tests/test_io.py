@@ -21,9 +21,10 @@ import pytest
 
 from physics.errors import FileFormatError, InvalidDataError, OutputError, ShapeError
 from recon.io import (
-    center_crop, open_raw, read_images, read_ismrmrd, read_noise, write_kspace,
+    center_crop, open_raw, read_images, read_noise, write_kspace,
     write_reconstruction,
 )
+from recon.ismrmrd import read_ismrmrd
 from tests.conftest import complex_normal
 
 
