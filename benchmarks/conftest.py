@@ -49,3 +49,20 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.section("speed ratios")
         for line in lines:
             terminalreporter.write_line(line)
+    quality = _quality_tables()
+    if quality:
+        terminalreporter.section("quality (fastMRI PSNR dB / SSIM against the fully sampled RSS)")
+        for group, table in quality.items():
+            row = "  ".join(f"{m}: {s['psnr']:.2f} / {s['ssim']:.3f}" for m, s in table.items())
+            terminalreporter.write_line(f"{group}: {row}")
+
+
+def _quality_tables() -> dict:
+    """The QUALITY tables filled by benchmark modules that define one."""
+    import sys
+
+    tables: dict = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[-1].startswith("bench_") and isinstance(getattr(module, "QUALITY", None), dict):
+            tables.update(module.QUALITY)
+    return tables

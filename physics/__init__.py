@@ -1,12 +1,26 @@
-"""Forward models of recon-engine: JAX linear operators for MRI (and, later, CT)."""
+"""Forward models of recon-engine: JAX linear operators and the physics around them.
 
+Operators (:mod:`physics.linop`, :mod:`physics.fft`, :mod:`physics.mri`), coil sensitivities
+(:mod:`physics.coil_maps`), sampling patterns (:mod:`physics.sampling`), noise
+(:mod:`physics.noise`), phantoms and simulation (:mod:`physics.phantom`,
+:mod:`physics.simulation`). Importing it changes no global state.
+"""
+
+from physics.coil_maps import acs_maps, calibration_region, espirit, kernel_width
 from physics.errors import FileFormatError, InvalidDataError, OutputError, ReconError, ShapeError
 from physics.fft import FFT, fftc, ifftc
 from physics.linop import Adjoint, Composed, Identity, LinearOperator, adjoint_error, operator, static
 from physics.mri import CartesianMRI, MultiCoilMRI
+from physics.noise import add_noise, noise_covariance, prewhiten, whitening_matrix
+from physics.phantom import birdcage_maps, brain_phantom, shepp_logan
+from physics.sampling import acceleration, equispaced_mask, poisson_disc_mask, random_mask
+from physics.simulation import Simulation, simulate_multicoil
 
 __all__ = [
-    "Adjoint", "CartesianMRI", "Composed", "FFT", "FileFormatError", "Identity",
+    "FFT", "Adjoint", "CartesianMRI", "Composed", "FileFormatError", "Identity",
     "InvalidDataError", "LinearOperator", "MultiCoilMRI", "OutputError", "ReconError",
-    "ShapeError", "adjoint_error", "fftc", "ifftc", "operator", "static",
+    "ShapeError", "Simulation", "acceleration", "acs_maps", "add_noise", "adjoint_error",
+    "birdcage_maps", "brain_phantom", "calibration_region", "equispaced_mask", "espirit", "fftc",
+    "ifftc", "kernel_width", "noise_covariance", "operator", "poisson_disc_mask", "prewhiten",
+    "random_mask", "shepp_logan", "simulate_multicoil", "static", "whitening_matrix",
 ]
