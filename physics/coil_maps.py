@@ -251,15 +251,15 @@ def _espirit(calib_data, *, shape, kernel, threshold, crop, iterations):
 
 def kernel_width(calib: tuple[int, ...], coils: int, largest: int = 6) -> int:
     """ESPIRiT kernel width for a calibration block: the largest width <= ``largest`` for which
-    the calibration matrix has at least 3x more patches (rows) than unknowns
-    (``coils * width^d`` columns) and the block spans two widths; never below 3 (or the block).
+    the calibration matrix has at least as many patches (rows) as unknowns (``coils * width^d``
+    columns) and the block spans two widths; never below 3 (or the block).
 
-    A 24-line block with 16 coils keeps the usual 6; a 10-line block with 8 coils gets 3 or 4,
-    where a 6-wide kernel would leave the null space undetermined and the maps unreliable.
+    A 24-line block with 16 coils keeps the usual 6; a 10-line block with 8 coils gets 4, where a
+    6-wide kernel would leave the null space undetermined and the maps unreliable.
     """
     for width in range(largest, 2, -1):
         rows = math.prod(max(n - width + 1, 0) for n in calib)
-        if rows >= 3 * coils * width ** len(calib) and min(calib) >= 2 * width:
+        if rows >= coils * width ** len(calib) and min(calib) >= 2 * width:
             return width
     return max(1, min(3, *calib))
 

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kernel", type=int, default=defaults.kernel,
                    help="ESPIRiT kernel width (default: adapted to the calibration block)")
     s.add_argument("--crop", type=float, default=defaults.crop,
-                   help="ESPIRiT eigenvalue crop; 0 keeps the maps over the whole field of view")
+                   help="ESPIRiT eigenvalue crop (maps are zero below it); 0 keeps them everywhere")
     s.add_argument("--noise", type=Path, default=None,
                    help="HDF5 noise scan (dataset 'noise' (coils, samples)) for pre-whitening")
     s.set_defaults(run=_reconstruct)
