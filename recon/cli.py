@@ -162,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, type=Path)
     s.add_argument("--method", choices=METHODS, default=defaults.method)
     s.add_argument("--maps", choices=MAPS, default=defaults.maps, help="coil-map estimate")
-    s.add_argument("--iterations", type=int, default=defaults.iterations)
+    s.add_argument("--iterations", type=int, default=defaults.iterations,
+                   help="iteration limit (default: the method's)")
     s.add_argument("--lambda", dest="lam", type=float, default=defaults.lam,
-                   help="Tikhonov weight relative to the normalised encoding operator")
+                   help="regularisation weight (default: the method's, see recon.pipeline)")
     s.add_argument("--calib", type=_calib, default=None,
                    help="calibration block NYxNX (default: largest fully sampled centred block)")
     s.add_argument("--kernel", type=int, default=defaults.kernel,

@@ -17,10 +17,19 @@ import numpy as np
 from physics.coil_maps import acs_maps, espirit
 from physics.errors import InvalidDataError
 from physics.noise import prewhiten
+from recon.cs import admm_tv, l1_wavelet, tv
 from recon.sense import cg_sense, zero_filled
 
-METHODS = ("zero-filled", "sense")
+METHODS = ("zero-filled", "sense", "l1-wavelet", "tv", "admm-tv")
 MAPS = ("espirit", "acs")
+# Per method: (solver, default lambda, default iterations). Lambdas of the compressed-sensing
+# methods are fractions of the zero-filled image's peak (see recon.cs).
+_SOLVERS = {
+    "sense": (cg_sense, 0.01, 20),
+    "l1-wavelet": (l1_wavelet, 0.003, 40),
+    "tv": (tv, 0.004, 60),
+    "admm-tv": (admm_tv, 0.004, 20),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +38,12 @@ class ReconOptions:
 
     method: one of :data:`METHODS`.
     maps: coil-map estimate, one of :data:`MAPS`.
-    iterations: CG iteration limit (SENSE).
-    lam: Tikhonov weight relative to the normalised encoding operator (SENSE).
-    tol: CG relative-residual tolerance.
+    iterations: iteration limit; ``None``: the method's default (SENSE 20, l1-wavelet 40,
+        tv 60, admm-tv 20).
+    lam: regularisation weight; ``None``: the method's default. SENSE: Tikhonov weight relative
+        to the normalised encoding operator (0.01); l1-wavelet (0.003), tv and admm-tv (0.004):
+        fraction of the zero-filled image peak (:mod:`recon.cs`).
+    tol: relative tolerance (CG residual; relative change for the CS solvers, 0 = run all).
     calib: calibration block size ``(ny, nx)``; ``None`` finds the largest fully sampled centred
         block (capped at 32 per axis).
     kernel: ESPIRiT kernel width; ``None`` adapts it to the block (:func:`kernel_width`).
@@ -45,8 +57,8 @@ class ReconOptions:
 
     method: str = "sense"
     maps: str = "espirit"
-    iterations: int = 20
-    lam: float = 0.01
+    iterations: int | None = None
+    lam: float | None = None
     tol: float = 1e-4
     calib: tuple[int, int] | None = None
     kernel: int | None = None
@@ -57,7 +69,8 @@ class ReconOptions:
             raise InvalidDataError(f"unknown method {self.method!r}; expected one of {METHODS}")
         if self.maps not in MAPS:
             raise InvalidDataError(f"unknown coil-map estimate {self.maps!r}; expected one of {MAPS}")
-        if self.iterations < 1 or self.lam < 0 or self.tol < 0 or not 0 <= self.crop < 1:
+        if ((self.iterations is not None and self.iterations < 1) or (self.lam is not None and self.lam < 0)
+                or self.tol < 0 or not 0 <= self.crop < 1):
             raise InvalidDataError(
                 f"need iterations >= 1, lambda >= 0, tol >= 0, 0 <= crop < 1; got {self.iterations}, "
                 f"{self.lam}, {self.tol}, {self.crop}"
@@ -85,8 +98,14 @@ def reconstruct_slice(kspace: np.ndarray, mask: np.ndarray, options: ReconOption
     if options.method == "zero-filled":
         return np.asarray(zero_filled(kspace), np.float32)
     maps = coil_maps(np.asarray(kspace), mask, options)
-    image, _ = cg_sense(kspace, maps, jnp.asarray(mask, jnp.float32), lam=options.lam,
-                        maxiter=options.iterations, tol=options.tol)
+    solver, lam, iterations = _SOLVERS[options.method]
+    lam = lam if options.lam is None else options.lam
+    iterations = iterations if options.iterations is None else options.iterations
+    mask = jnp.asarray(mask, jnp.float32)
+    if options.method == "sense":
+        image, _ = cg_sense(kspace, maps, mask, lam=lam, maxiter=iterations, tol=options.tol)
+    else:
+        image, _ = solver(kspace, maps, mask, lam=lam, iterations=iterations)
     return np.abs(np.asarray(image)).astype(np.float32)
 
 

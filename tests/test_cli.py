@@ -31,7 +31,7 @@ def pipeline(tmp_path_factory) -> Path:
         "--snr-db", "35", "--seed", "1")
     run("undersample", str(d / "full.h5"), "-o", str(d / "r3.h5"), "--pattern", "equispaced",
         "--acceleration", "3", "--center-fraction", "0.16", "--seed", "0")
-    for method in ("zero-filled", "sense"):
+    for method in ("zero-filled", "sense", "l1-wavelet", "tv", "admm-tv"):
         run("reconstruct", str(d / "r3.h5"), "-o", str(d / f"{method}.h5"), "--method", method)
     return d
 
@@ -53,7 +53,7 @@ def test_undersample_writes_mask(pipeline):
 
 def test_reconstruct_and_evaluate(pipeline):
     scores = {}
-    for method in ("zero-filled", "sense"):
+    for method in ("zero-filled", "sense", "l1-wavelet", "tv", "admm-tv"):
         with h5py.File(pipeline / f"{method}.h5") as f:
             assert f["reconstruction"].shape == (2, 64, 64) and f["reconstruction"].dtype == np.float32
             assert f.attrs["method"] == method
@@ -61,6 +61,8 @@ def test_reconstruct_and_evaluate(pipeline):
         scores[method] = json.loads(out.stdout)
     assert scores["sense"]["psnr"] > scores["zero-filled"]["psnr"] + 1.5
     assert scores["sense"]["ssim"] > scores["zero-filled"]["ssim"]
+    for method in ("l1-wavelet", "tv", "admm-tv"):
+        assert scores[method]["psnr"] > scores["sense"]["psnr"], scores
 
 
 def test_reconstruct_options_and_noise_prewhitening(pipeline, tmp_path, data_dir):
