@@ -41,7 +41,7 @@ def comparison_figure(path: str | os.PathLike, reference: np.ndarray, images: di
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)
     target = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(suffix=".png", dir=target.parent)
