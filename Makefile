@@ -17,6 +17,7 @@ test: $(BIN)/recon
 	$(BIN)/python -m pytest -q tests
 
 bench: $(BIN)/recon
+	command -v bart >/dev/null || (apt-get update && apt-get install -y bart) || echo "bart not installed: BART benchmarks will be skipped"
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-sort=name
 
 clean:

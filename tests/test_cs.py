@@ -61,9 +61,9 @@ def test_fista_objective_decreases_to_a_minimum(problem):
         r = mask * fftc(maps * x) - y
         return 0.5 * float(jnp.sum(jnp.abs(r) ** 2)) + weight * float(wavelet_l1(x, W))
 
-    x10, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=10)
-    x80, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=80)
-    x200, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=200)
+    x10, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=10, wavelet="db4")
+    x80, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=80, wavelet="db4")
+    x200, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=200, wavelet="db4")
     b = jnp.sum(jnp.conj(maps) * np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(y, axes=(-2, -1)),
                                                                norm="ortho"), axes=(-2, -1)), axis=0)
     weight = 0.003 * float(jnp.max(jnp.abs(b)))
