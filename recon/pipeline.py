@@ -29,7 +29,7 @@ _SOLVERS = {
     "sense": (cg_sense, 0.01, 20),
     "l1-wavelet": (l1_wavelet, 0.004, 40),
     "tv": (tv, 0.004, 60),
-    "admm-tv": (admm_tv, 0.004, 20),
+    "admm-tv": (admm_tv, 0.004, 30),
 }
 
 
@@ -40,7 +40,7 @@ class ReconOptions:
     method: one of :data:`METHODS`.
     maps: coil-map estimate, one of :data:`MAPS`.
     iterations: iteration limit; ``None``: the method's default (SENSE 20, l1-wavelet 40,
-        tv 60, admm-tv 20).
+        tv 60, admm-tv 30).
     lam: regularisation weight; ``None``: the method's default. SENSE: Tikhonov weight relative
         to the normalised encoding operator (0.01); l1-wavelet, tv and admm-tv (0.004):
         fraction of the zero-filled image peak (:mod:`recon.cs`).
