@@ -6,7 +6,7 @@ coil maps from its calibration region, then the reconstruction, scored against t
 RSS with the fastMRI metrics (:mod:`recon.metrics`).
 
 - recon-engine: ``recon.pipeline.reconstruct_slice`` with its defaults (ESPIRiT with adaptive
-  kernel and crop 0.8; CG-SENSE lam 0.01, 20 iterations; l1-wavelet lam 0.004 (db2, cycle spinning), 40 FISTA
+  kernel and crop 0.8; CG-SENSE lam 0.01, 20 iterations; l1-wavelet lam 0.004 (db2, cycle spinning), 80 FISTA
   iterations; tv lam 0.004, 60 PDHG iterations).
 - SigPy: ``EspiritCalib`` (its defaults: kernel 6, thresh 0.02, crop 0.95; calib width = the
   smaller side of the calibration block) then ``SenseRecon`` (its defaults: lamda 0, 100 iterations,

@@ -27,7 +27,7 @@ MAPS = ("espirit", "acs")
 # methods are fractions of the zero-filled image's peak (see recon.cs).
 _SOLVERS = {
     "sense": (cg_sense, 0.01, 20),
-    "l1-wavelet": (l1_wavelet, 0.004, 40),
+    "l1-wavelet": (l1_wavelet, 0.004, 80),
     "tv": (tv, 0.004, 60),
     "admm-tv": (admm_tv, 0.004, 30),
 }
