@@ -32,18 +32,22 @@ class CGInfo(NamedTuple):
     history: jax.Array
 
 
-def _dot(a, b) -> jax.Array:
-    """Real part of ``<a, b>`` summed over all leaves."""
-    leaves = jax.tree.leaves(jax.tree.map(lambda u, v: jnp.real(jnp.vdot(u, v)), a, b))
-    return sum(leaves)
+def tree_dot(a, b) -> jax.Array:
+    """Real part of ``<a, b>`` summed over all leaves of two arrays or pytrees."""
+    return sum(jnp.real(jnp.vdot(u, v)) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def tree_norm(x) -> jax.Array:
+    """Euclidean norm over all leaves of an array or pytree."""
+    return jnp.sqrt(sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in jax.tree.leaves(x)))
 
 
 def _cg_solve(matvec: Callable, b, x0, maxiter: int, tol: float):
     axpy = lambda a, x, y: jax.tree.map(lambda u, v: a * u + v, x, y)  # noqa: E731
-    bnorm = jnp.sqrt(_dot(b, b))
+    bnorm = jnp.sqrt(tree_dot(b, b))
     safe = jnp.where(bnorm > 0, bnorm, 1.0)
     r = jax.tree.map(jnp.subtract, b, matvec(x0))
-    rr = _dot(r, r)
+    rr = tree_dot(r, r)
     history = jnp.full((maxiter + 1,), jnp.nan, jnp.float32).at[0].set((jnp.sqrt(rr) / safe).astype(jnp.float32))
 
     def cond(state):
@@ -53,11 +57,11 @@ def _cg_solve(matvec: Callable, b, x0, maxiter: int, tol: float):
     def body(state):
         x, r, p, rr, k, history = state
         Ap = matvec(p)
-        pAp = _dot(p, Ap)
+        pAp = tree_dot(p, Ap)
         alpha = jnp.where(pAp > 0, rr / jnp.where(pAp > 0, pAp, 1.0), 0.0)
         x = axpy(alpha, p, x)
         r = axpy(-alpha, Ap, r)
-        rr_new = _dot(r, r)
+        rr_new = tree_dot(r, r)
         p = axpy(rr_new / jnp.where(rr > 0, rr, 1.0), p, r)
         history = history.at[k + 1].set((jnp.sqrt(rr_new) / safe).astype(jnp.float32))
         return x, r, p, rr_new, k + 1, history

@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 
 from physics.errors import InvalidDataError
+from recon.cg import tree_norm as _norm
 
 
 class SolverInfo(NamedTuple):
@@ -35,11 +36,6 @@ class SolverInfo(NamedTuple):
     iterations: jax.Array
     history: jax.Array
     converged: jax.Array
-
-
-def _norm(x) -> jax.Array:
-    """Euclidean norm over all leaves of an array or pytree."""
-    return jnp.sqrt(sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in jax.tree.leaves(x)))
 
 
 def _relative_change(new, old) -> jax.Array:

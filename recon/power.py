@@ -13,15 +13,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from physics.errors import InvalidDataError
-
-
-def _norm(x) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in jax.tree.leaves(x)))
-
-
-def _dot(a, b) -> jax.Array:
-    """Real part of ``<a, b>`` summed over all leaves."""
-    return sum(jnp.real(jnp.vdot(u, v)) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+from recon.cg import tree_dot as _dot
+from recon.cg import tree_norm as _norm
 
 
 def max_eigenvalue(normal: Callable, x0: jax.Array, *, iterations: int = 30) -> jax.Array:
