@@ -64,6 +64,7 @@ import pytest
 
 from physics.coil_maps import calibration_region, espirit
 from physics.fft import ifftc
+from physics.mri import MultiCoilMRI
 from physics.sampling import equispaced_mask
 from physics.simulation import simulate_multicoil
 from recon import cs
@@ -135,10 +136,10 @@ def ours_maps(kspace, mask, workdir=None):
 
 def ours_solve(prior, kspace, maps, mask, lam, workdir=None):
     if prior == "l1-wavelet":  # db2 with random cycle spinning, as recon.pipeline runs it
-        image, _ = cs.l1_wavelet(kspace, maps, mask, lam=lam, iterations=FISTA_ITERATIONS,
+        image, _ = cs.l1_wavelet(MultiCoilMRI(maps, mask), kspace, lam=lam, iterations=FISTA_ITERATIONS,
                                  key=jax.random.key(0))
     else:  # TV by ADMM with CG inner solves, as BART's pics -R T
-        image, _ = cs.admm_tv(kspace, maps, mask, lam=lam, iterations=ADMM_ITERATIONS)
+        image, _ = cs.admm_tv(MultiCoilMRI(maps, mask), kspace, lam=lam, iterations=ADMM_ITERATIONS)
     return np.abs(np.asarray(image))
 
 

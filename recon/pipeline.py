@@ -17,6 +17,7 @@ import numpy as np
 
 from physics.coil_maps import acs_maps, espirit
 from physics.errors import InvalidDataError
+from physics.mri import MultiCoilMRI
 from physics.noise import prewhiten
 from recon.cs import admm_tv, l1_wavelet, tv
 from recon.sense import cg_sense, zero_filled
@@ -106,9 +107,10 @@ def reconstruct_slice(kspace: np.ndarray, mask: np.ndarray, options: ReconOption
     if options.method == "sense":
         image, _ = cg_sense(kspace, maps, mask, lam=lam, maxiter=iterations, tol=options.tol)
     elif options.method == "l1-wavelet":  # random cycle spinning from a fixed seed: deterministic
-        image, _ = solver(kspace, maps, mask, lam=lam, iterations=iterations, key=jax.random.key(0))
+        image, _ = solver(MultiCoilMRI(maps, mask), kspace, lam=lam, iterations=iterations,
+                          key=jax.random.key(0))
     else:
-        image, _ = solver(kspace, maps, mask, lam=lam, iterations=iterations)
+        image, _ = solver(MultiCoilMRI(maps, mask), kspace, lam=lam, iterations=iterations)
     return np.abs(np.asarray(image)).astype(np.float32)
 
 

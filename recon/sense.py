@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from physics.fft import ifftc
+from physics.linop import LinearOperator
 from physics.mri import MultiCoilMRI
 from recon.cg import CGInfo, cg
 
@@ -45,5 +46,12 @@ def cg_sense(kspace: jax.Array, maps: jax.Array, mask: jax.Array, *, lam: float 
     Returns:
         ``(image, info)``: complex64 image ``(*spatial)`` and the :class:`CGInfo` record.
     """
-    A = MultiCoilMRI(maps, mask, ndim)
-    return cg(A.normal, A.adjoint(kspace), maxiter=maxiter, tol=tol, damp=lam)
+    return cgls(MultiCoilMRI(maps, mask, ndim), kspace, lam=lam, maxiter=maxiter, tol=tol)
+
+
+@partial(jax.jit, static_argnames=("maxiter",))
+def cgls(A: LinearOperator, y: jax.Array, *, lam: float = 0.0, maxiter: int = 30,
+         tol: float = 1e-5) -> tuple[jax.Array, CGInfo]:
+    """``argmin_x ||A x - y||^2 + lam ||x||^2`` for any operator, by CG on the normal equations
+    ``(A^H A + lam I) x = A^H y`` (:func:`recon.cg.cg`), started from 0. Returns ``(x, info)``."""
+    return cg(A.normal, A.adjoint(y), maxiter=maxiter, tol=tol, damp=lam)

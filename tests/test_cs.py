@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from physics.fft import fftc
+from physics.mri import MultiCoilMRI
 from physics.sampling import equispaced_mask
 from physics.simulation import simulate_multicoil
 from recon.cs import admm_tv, l1_wavelet, tv
@@ -33,7 +34,7 @@ def test_cs_beats_zero_filled_and_cg_sense_at_r4(problem):
     scores = {"zero-filled": psnr(truth[None], zero_filled(y)[None])}
     scores["sense"] = psnr(truth[None], jnp.abs(cg_sense(y, maps, mask, lam=0.01, maxiter=20)[0])[None])
     for name, solver in (("l1-wavelet", l1_wavelet), ("tv", tv), ("admm-tv", admm_tv)):
-        scores[name] = psnr(truth[None], jnp.abs(solver(y, maps, mask)[0])[None])
+        scores[name] = psnr(truth[None], jnp.abs(solver(MultiCoilMRI(maps, mask), y)[0])[None])
     for name in ("l1-wavelet", "tv", "admm-tv"):
         assert scores[name] > scores["sense"] + 1 and scores[name] > scores["zero-filled"] + 4, scores
 
@@ -41,8 +42,8 @@ def test_cs_beats_zero_filled_and_cg_sense_at_r4(problem):
 def test_pdhg_and_admm_reach_the_same_tv_minimiser(problem):
     """Two algorithms, one objective: their solutions agree and beat a perturbed point."""
     y, maps, mask, _, _ = problem
-    a, _ = tv(y, maps, mask, lam=0.004, iterations=300)
-    b, _ = admm_tv(y, maps, mask, lam=0.004, iterations=100, cg_iterations=10)
+    a, _ = tv(MultiCoilMRI(maps, mask), y, lam=0.004, iterations=300)
+    b, _ = admm_tv(MultiCoilMRI(maps, mask), y, lam=0.004, iterations=100, cg_iterations=10)
     assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a)) < 0.01
     weight = 0.004 * float(jnp.max(jnp.abs(jnp.sum(jnp.conj(maps) * np.fft.fftshift(np.fft.ifft2(
         np.fft.ifftshift(y, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)), axis=0))))
@@ -61,9 +62,9 @@ def test_fista_objective_decreases_to_a_minimum(problem):
         r = mask * fftc(maps * x) - y
         return 0.5 * float(jnp.sum(jnp.abs(r) ** 2)) + weight * float(wavelet_l1(x, W))
 
-    x10, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=10, wavelet="db4")
-    x80, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=80, wavelet="db4")
-    x200, _ = l1_wavelet(y, maps, mask, lam=0.003, iterations=200, wavelet="db4")
+    x10, _ = l1_wavelet(MultiCoilMRI(maps, mask), y, lam=0.003, iterations=10, wavelet="db4")
+    x80, _ = l1_wavelet(MultiCoilMRI(maps, mask), y, lam=0.003, iterations=80, wavelet="db4")
+    x200, _ = l1_wavelet(MultiCoilMRI(maps, mask), y, lam=0.003, iterations=200, wavelet="db4")
     b = jnp.sum(jnp.conj(maps) * np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(y, axes=(-2, -1)),
                                                                norm="ortho"), axes=(-2, -1)), axis=0)
     weight = 0.003 * float(jnp.max(jnp.abs(b)))
@@ -74,26 +75,26 @@ def test_fista_objective_decreases_to_a_minimum(problem):
 
 def test_scale_invariance_of_lambda(problem):
     y, maps, mask, _, _ = problem
-    a, _ = l1_wavelet(y, maps, mask)
-    b, _ = l1_wavelet(y * 1e-5, maps, mask)
+    a, _ = l1_wavelet(MultiCoilMRI(maps, mask), y)
+    b, _ = l1_wavelet(MultiCoilMRI(maps, mask), y * 1e-5)
     np.testing.assert_allclose(np.asarray(b) * 1e5, a, atol=1e-3 * float(jnp.abs(a).max()))
 
 
 def test_cycle_spinning_and_single_coil(problem):
     y, maps, mask, truth, _ = problem
-    x, info = l1_wavelet(y, maps, mask, key=jax.random.key(1))
+    x, info = l1_wavelet(MultiCoilMRI(maps, mask), y, key=jax.random.key(1))
     assert psnr(truth[None], jnp.abs(x)[None]) > psnr(truth[None], zero_filled(y)[None]) + 4
     assert info.history.shape == (40,) and int(info.iterations) == 40
     # single coil: maps of ones, (1, ny, nx)
     image = truth.astype(np.complex64)
     y1 = fftc(image)[None] * mask
-    x1, _ = tv(y1, jnp.ones((1, 128, 128), jnp.complex64), mask)
+    x1, _ = tv(MultiCoilMRI(jnp.ones((1, 128, 128), jnp.complex64), mask), y1)
     assert psnr(truth[None], jnp.abs(x1)[None]) > psnr(truth[None], zero_filled(y1)[None]) + 2
 
 
 def test_batched_over_slices(problem):
     y, maps, mask, _, _ = problem
     ys = jnp.stack([y, 2 * y])
-    xs, info = jax.vmap(lambda k: l1_wavelet(k, maps, mask, iterations=10))(ys)
+    xs, info = jax.vmap(lambda k: l1_wavelet(MultiCoilMRI(maps, mask), k, iterations=10))(ys)
     np.testing.assert_allclose(xs[1], 2 * xs[0], atol=1e-3 * float(jnp.abs(xs[1]).max()))
     assert info.iterations.shape == (2,)
