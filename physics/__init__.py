@@ -9,7 +9,8 @@ Operators (:mod:`physics.linop`, :mod:`physics.fft`, :mod:`physics.mri`), coil s
 from physics.coil_maps import acs_maps, calibration_region, espirit, kernel_width
 from physics.errors import FileFormatError, InvalidDataError, OutputError, ReconError, ShapeError
 from physics.fft import FFT, fftc, ifftc
-from physics.linop import Adjoint, Composed, Identity, LinearOperator, adjoint_error, operator, static
+from physics.linop import (Adjoint, Composed, Identity, LinearOperator, Scaled, adjoint_error, operator,
+                           static)
 from physics.mri import CartesianMRI, MultiCoilMRI
 from physics.noise import add_noise, noise_covariance, prewhiten, whitening_matrix
 from physics.phantom import birdcage_maps, brain_phantom, shepp_logan
@@ -19,7 +20,7 @@ from physics.simulation import Simulation, simulate_multicoil
 __all__ = [
     "FFT", "Adjoint", "CartesianMRI", "Composed", "FileFormatError", "Identity",
     "InvalidDataError", "LinearOperator", "MultiCoilMRI", "OutputError", "ReconError",
-    "ShapeError", "Simulation", "acceleration", "acs_maps", "add_noise", "adjoint_error",
+    "Scaled", "ShapeError", "Simulation", "acceleration", "acs_maps", "add_noise", "adjoint_error",
     "birdcage_maps", "brain_phantom", "calibration_region", "equispaced_mask", "espirit", "fftc",
     "ifftc", "kernel_width", "noise_covariance", "operator", "poisson_disc_mask", "prewhiten",
     "random_mask", "shepp_logan", "simulate_multicoil", "static", "whitening_matrix",

@@ -156,6 +156,28 @@ class Composed(LinearOperator):
 
 
 @operator
+class Scaled(LinearOperator):
+    """``c A`` for a real scalar ``c`` (a pytree leaf, so it may be traced), e.g. ``A / ||A||``."""
+
+    op: LinearOperator
+    factor: jax.Array
+
+    in_shape = property(lambda self: self.op.in_shape)
+    out_shape = property(lambda self: self.op.out_shape)
+    in_dtype = property(lambda self: self.op.in_dtype)
+    out_dtype = property(lambda self: self.op.out_dtype)
+
+    def _forward(self, x):
+        return (self.factor * self.op._forward(x)).astype(self.out_dtype)
+
+    def _adjoint(self, y):
+        return (self.factor * self.op._adjoint(y)).astype(self.in_dtype)
+
+    def _normal(self, x):
+        return (self.factor ** 2 * self.op._normal(x)).astype(self.in_dtype)
+
+
+@operator
 class Identity(LinearOperator):
     """The identity on arrays of shape ``shape``."""
 

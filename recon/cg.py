@@ -9,6 +9,7 @@ another CG solve, accurate when both solves converge.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -98,3 +99,13 @@ def cg(A: Callable, b, x0=None, *, maxiter: int = 30, tol: float = 1e-6,
 
     # A^T = conj(A) is Hermitian PSD too, so the transposed system is solved by the same CG.
     return lax.custom_linear_solve(matvec, b, solve, transpose_solve=solve, has_aux=True)
+
+
+@partial(jax.jit, static_argnames=("maxiter",))
+def cgls(A, y, *, lam: float | jax.Array = 0.0, maxiter: int = 30, tol: float = 1e-5):
+    """``argmin_x ||A x - y||^2 + lam ||x||^2`` for a linear operator ``A`` (``physics.linop``)
+    by CG on the normal equations ``(A^H A + lam I) x = A^H y``, started from 0.
+
+    Returns ``(x, info)`` with :class:`CGInfo` (residuals of the normal equations).
+    """
+    return cg(A.normal, A.adjoint(y), maxiter=maxiter, tol=tol, damp=lam)

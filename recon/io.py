@@ -6,6 +6,16 @@ optional ``reconstruction_rss`` float32 (slices, ny, nx) and ``ismrmrd_header`` 
 rank-3 ``kspace`` (coils, ky, kx) is read as one slice. Output files hold ``reconstruction``
 float32 (slices, ny, nx) plus root attributes.
 
+CT layout (:func:`read_ct`, :func:`write_ct`): ``sinogram`` float32 of line integrals (after the
+log transform), (slices, angles, detectors) for parallel and fan beam, (angles, rows, columns) for
+cone beam; ``angles`` float32 (angles,) in radians; root attributes ``geometry`` (``parallel``,
+``fan``, ``cone``), ``detector_spacing_mm`` (cone: one value or (rows, columns)),
+``pixel_size_mm``, ``image_shape`` ((ny, nx) or (nz, ny, nx)), for fan and cone
+``source_to_isocenter_mm`` and ``source_to_detector_mm``; optionally ``detector_offset_mm`` and
+``detector_type`` (``flat`` or ``arc``, fan beam); optional ``counts`` (raw photon counts, the
+sinogram's shape) with root attribute ``I0``; optional reference ``image`` float32 (slices, ny, nx)
+or (nz, ny, nx) in mm^-1. Conventions of the geometry: :mod:`physics.ct_geometry`.
+
 Inputs are opened read-only and never followed out of the file: external links, virtual datasets
 and external raw storage are refused. Every problem raises a :class:`physics.errors.ReconError`
 subclass naming the file, the dataset, what was found and what was expected. Writers write a
@@ -15,6 +25,7 @@ temporary file in the target folder and ``os.replace`` it, so a failed write lea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -25,11 +36,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from physics.ct_geometry import CTGeometry
 from physics.errors import FileFormatError, InvalidDataError, OutputError, ReconError, ShapeError
 
 __all__ = [
-    "RawFile", "center_crop", "open_raw", "read_images", "read_noise", "write_kspace",
-    "write_reconstruction",
+    "CTData", "RawFile", "center_crop", "is_ct", "open_raw", "read_ct", "read_ct_image", "read_images", "read_noise",
+    "write_ct", "write_kspace", "write_reconstruction",
 ]
 
 PathLike = str | os.PathLike
@@ -225,12 +237,8 @@ class RawFile:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        """Root attributes (bytes decoded, numpy scalars as Python scalars)."""
-        def plain(v: Any) -> Any:
-            if isinstance(v, bytes):
-                return v.decode("utf-8", "replace")
-            return v.item() if isinstance(v, np.generic) else v
-        return {k: plain(v) for k, v in self._file.attrs.items()}
+        """Root attributes (bytes decoded, numpy values as Python values)."""
+        return {k: _plain(v) for k, v in self._file.attrs.items()}
 
     @property
     def header(self) -> str | None:
@@ -280,6 +288,16 @@ def read_images(path: PathLike, dataset: str = "reconstruction") -> np.ndarray:
         return _real_stack(_dataset(f, dataset))
 
 
+def read_ct_image(path: PathLike, dataset: str = "image") -> tuple[np.ndarray, float]:
+    """A CT image stack float32 (slices, ny, nx) in mm^-1 and its root attribute ``pixel_size_mm``."""
+    with _open_h5(path) as f:
+        image = _real_stack(_dataset(f, dataset))
+        pixel = _numbers({k: _plain(v) for k, v in f.attrs.items()}, "pixel_size_mm", (1,), str(path))[0]
+    if pixel <= 0:
+        raise InvalidDataError(f"{path}: attribute 'pixel_size_mm' = {pixel}, expected > 0")
+    return image, pixel
+
+
 def center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Central ``shape`` = (ny, nx) part of the last two axes of ``x`` (a view), as fastMRI crops.
 
@@ -292,6 +310,127 @@ def center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                          "two axes: the image must be at least as large as the crop")
     top, left = (x.shape[-2] - shape[0]) // 2, (x.shape[-1] - shape[1]) // 2
     return x[..., top:top + shape[0], left:left + shape[1]]
+
+
+# ----------------------------------------------------------------------------------- CT
+@dataclasses.dataclass(frozen=True)
+class CTData:
+    """A CT file in memory: ``sinogram`` (slices, angles, detectors) or cone (angles, rows, cols)
+    float32, its :class:`CTGeometry`, optional ``counts`` + ``I0`` and reference ``image``."""
+
+    sinogram: np.ndarray
+    geometry: CTGeometry
+    counts: np.ndarray | None = None
+    I0: float | None = None
+    image: np.ndarray | None = None
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def is_ct(path: PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file with a ``sinogram`` dataset (the CT layout)."""
+    with _open_h5(path) as f:
+        return _local(f, "sinogram") is not None
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _numbers(attrs: dict[str, Any], key: str, n: tuple[int, ...], where: str,
+             required: bool = True) -> tuple[float, ...] | None:
+    """Attribute ``key`` as a tuple of finite numbers with a length in ``n`` (a scalar is length 1)."""
+    if key not in attrs:
+        if required:
+            raise FileFormatError(f"{where}: missing root attribute '{key}' (required by the CT layout)")
+        return None
+    value = attrs[key]
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    try:
+        values = tuple(float(v) for v in np.atleast_1d(np.asarray(value, np.float64)).ravel())
+    except (TypeError, ValueError):
+        raise FileFormatError(f"{where}: attribute '{key}' = {value!r} is not numeric") from None
+    if len(values) not in n or not np.all(np.isfinite(values)):
+        raise FileFormatError(f"{where}: attribute '{key}' = {value!r}, expected {' or '.join(map(str, n))} "
+                              "finite number(s)")
+    return values
+
+
+def _ct_geometry(attrs: dict[str, Any], angles: np.ndarray, detector_shape: tuple[int, ...],
+                 where: str) -> CTGeometry:
+    kind = attrs.get("geometry")
+    if kind not in ("parallel", "fan", "cone"):
+        raise FileFormatError(f"{where}: root attribute 'geometry' = {kind!r}, expected 'parallel', 'fan' or 'cone'")
+    cone = kind == "cone"
+    image_shape = _numbers(attrs, "image_shape", (3,) if cone else (2,), where)
+    if any(v != int(v) or v < 1 for v in image_shape):
+        raise FileFormatError(f"{where}: attribute 'image_shape' = {image_shape} must be positive integers")
+    spacing = _numbers(attrs, "detector_spacing_mm", (1, 2) if cone else (1,), where)
+    offset = _numbers(attrs, "detector_offset_mm", (1, 2) if cone else (1,), where, required=False) or (0.0,)
+    pixel = _numbers(attrs, "pixel_size_mm", (1,), where)[0]
+    R = D = None
+    if kind != "parallel":
+        R = _numbers(attrs, "source_to_isocenter_mm", (1,), where)[0]
+        D = _numbers(attrs, "source_to_detector_mm", (1,), where)[0]
+    detector = attrs.get("detector_type", "flat")
+    try:
+        return CTGeometry(kind, tuple(int(v) for v in image_shape), tuple(float(a) for a in angles),
+                          detector_shape, spacing * 2 if cone and len(spacing) == 1 else spacing,
+                          offset * 2 if cone and len(offset) == 1 else offset, pixel, R, D, detector)
+    except ReconError as e:
+        raise FileFormatError(f"{where}: inconsistent geometry attributes: {e}") from e
+
+
+def read_ct(path: PathLike) -> CTData:
+    """Read and validate a CT file (layout in the module docstring)."""
+    with _open_h5(path) as f:
+        where = str(path)
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        sino = _dataset(f, "sinogram")
+        if sino.dtype.kind not in "fiu":
+            raise FileFormatError(f"{where}: dataset 'sinogram' has dtype {sino.dtype}, expected float32")
+        cone = attrs.get("geometry") == "cone"
+        if sino.ndim != 3 and not (sino.ndim == 2 and not cone):
+            raise ShapeError(f"{where}: dataset 'sinogram' has shape {sino.shape}, expected "
+                             + ("(angles, rows, columns) for cone beam" if cone else
+                                "(slices, angles, detectors)"))
+        if 0 in sino.shape:
+            raise InvalidDataError(f"{where}: dataset 'sinogram' has shape {sino.shape}: an empty axis")
+        ang = _dataset(f, "angles")
+        n_angles = sino.shape[0] if cone else sino.shape[-2]
+        if ang.ndim != 1 or ang.shape[0] != n_angles or ang.dtype.kind not in "fiu":
+            raise ShapeError(f"{where}: dataset 'angles' has shape {ang.shape} ({ang.dtype}), expected "
+                             f"({n_angles},) real radians to match 'sinogram' {sino.shape}")
+        angles = _read(ang).astype(np.float64)
+        _check_finite(angles, f"{where}: dataset 'angles'")
+        detector_shape = tuple(sino.shape[1:]) if cone else (sino.shape[-1],)
+        geometry = _ct_geometry(attrs, angles, detector_shape, where)
+        y = _read(sino).astype(np.float32)
+        y = y if cone or y.ndim == 3 else y[None]
+        _check_finite(y, f"{where}: dataset 'sinogram'")
+        counts = I0 = image = None
+        if (c := _dataset(f, "counts", required=False)) is not None:
+            if tuple(c.shape) != tuple(sino.shape):
+                raise ShapeError(f"{where}: dataset 'counts' has shape {c.shape}, expected the "
+                                 f"sinogram's {sino.shape}")
+            counts = _read(c).astype(np.float32).reshape(y.shape)
+            _check_finite(counts, f"{where}: dataset 'counts'")
+            I0 = _numbers(attrs, "I0", (1,), f"{where} (with 'counts')")[0]
+            if I0 <= 0:
+                raise InvalidDataError(f"{where}: attribute 'I0' = {I0}, expected a positive photon count")
+        if (im := _dataset(f, "image", required=False)) is not None:
+            image = _real_stack(im) if not cone else _read(im).astype(np.float32)
+            expected = geometry.image_shape if cone else (y.shape[0], *geometry.image_shape)
+            if tuple(image.shape) != tuple(expected):
+                raise ShapeError(f"{where}: dataset 'image' has shape {im.shape}, expected {expected} "
+                                 "to match 'image_shape' and the sinogram's slices")
+            _check_finite(image, f"{where}: dataset 'image'")
+    return CTData(y, geometry, counts, I0, image, attrs)
 
 
 # ----------------------------------------------------------------------------------- writing
@@ -436,4 +575,62 @@ def write_reconstruction(path: PathLike, images: np.ndarray, *, attrs: dict[str,
         f.create_dataset("reconstruction", data=x)
         for name, value in extra.items():
             f.create_dataset(name, data=np.asarray(value))
+        f.attrs.update(meta)
+
+
+def _geometry_attrs(g: CTGeometry) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "geometry": g.kind, "image_shape": np.asarray(g.image_shape, np.int64),
+        "pixel_size_mm": g.pixel_size,
+        "detector_spacing_mm": np.asarray(g.detector_spacing, np.float64),
+        "detector_offset_mm": np.asarray(g.detector_offset, np.float64)}
+    if g.kind != "parallel":
+        attrs |= {"source_to_isocenter_mm": g.source_to_isocenter,
+                  "source_to_detector_mm": g.source_to_detector}
+    if g.kind == "fan":
+        attrs["detector_type"] = g.detector
+    return attrs
+
+
+def write_ct(path: PathLike, sinogram: np.ndarray, geometry: CTGeometry, *,
+             counts: np.ndarray | None = None, I0: float | None = None,
+             image: np.ndarray | None = None, attrs: dict[str, Any] | None = None) -> None:
+    """Write a CT file atomically (layout in the module docstring).
+
+    Args:
+        sinogram: line integrals, (slices, angles, detectors) or (angles, detectors) for 2D
+            geometries, (angles, rows, columns) for cone beam.
+        geometry: the acquisition geometry; the sinogram must match ``geometry.sinogram_shape``.
+        counts, I0: raw photon counts (the sinogram's shape) and the incident intensity.
+        image: reference image in mm^-1, (slices, ny, nx) / (ny, nx) or (nz, ny, nx) for cone.
+        attrs: more root attributes.
+    """
+    cone = geometry.kind == "cone"
+    y = _as_stack(sinogram, "sinogram", "biuf", 3).astype(np.float32)
+    expected = geometry.sinogram_shape if cone else (y.shape[0], *geometry.sinogram_shape)
+    if y.shape != tuple(expected):
+        raise ShapeError(f"sinogram has shape {np.shape(sinogram)}, expected {tuple(expected)} for the "
+                         f"{geometry.kind} geometry")
+    if (counts is None) != (I0 is None):
+        raise InvalidDataError("counts and I0 go together: give both or neither")
+    c = im = None
+    if counts is not None:
+        c = _as_stack(counts, "counts", "biuf", 3).astype(np.float32)
+        if c.shape != y.shape:
+            raise ShapeError(f"counts has shape {np.shape(counts)}, expected the sinogram's {y.shape}")
+        if not (np.isfinite(I0) and I0 > 0):
+            raise InvalidDataError(f"I0 = {I0}, expected a positive photon count")
+    if image is not None:
+        im = _as_stack(image, "image", "biuf", 3).astype(np.float32)
+        want = geometry.image_shape if cone else (y.shape[0], *geometry.image_shape)
+        if im.shape != tuple(want):
+            raise ShapeError(f"image has shape {np.shape(image)}, expected {tuple(want)}")
+    meta = _attrs({**(attrs or {}), **_geometry_attrs(geometry), **({} if I0 is None else {"I0": float(I0)})})
+    with _atomic_h5(path) as f:
+        f.create_dataset("sinogram", data=y)
+        f.create_dataset("angles", data=geometry.angles_array.astype(np.float32))
+        if c is not None:
+            f.create_dataset("counts", data=c)
+        if im is not None:
+            f.create_dataset("image", data=im)
         f.attrs.update(meta)

@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from physics.fft import ifftc
-from physics.linop import LinearOperator
 from physics.mri import MultiCoilMRI
-from recon.cg import CGInfo, cg
+from recon.cg import CGInfo, cgls
 
 
 def rss(coil_images: jax.Array, axis: int = -3) -> jax.Array:
@@ -48,10 +47,3 @@ def cg_sense(kspace: jax.Array, maps: jax.Array, mask: jax.Array, *, lam: float 
     """
     return cgls(MultiCoilMRI(maps, mask, ndim), kspace, lam=lam, maxiter=maxiter, tol=tol)
 
-
-@partial(jax.jit, static_argnames=("maxiter",))
-def cgls(A: LinearOperator, y: jax.Array, *, lam: float = 0.0, maxiter: int = 30,
-         tol: float = 1e-5) -> tuple[jax.Array, CGInfo]:
-    """``argmin_x ||A x - y||^2 + lam ||x||^2`` for any operator, by CG on the normal equations
-    ``(A^H A + lam I) x = A^H y`` (:func:`recon.cg.cg`), started from 0. Returns ``(x, info)``."""
-    return cg(A.normal, A.adjoint(y), maxiter=maxiter, tol=tol, damp=lam)
