@@ -16,6 +16,13 @@ cone beam; ``angles`` float32 (angles,) in radians; root attributes ``geometry``
 sinogram's shape) with root attribute ``I0``; optional reference ``image`` float32 (slices, ny, nx)
 or (nz, ny, nx) in mm^-1. Conventions of the geometry: :mod:`physics.ct_geometry`.
 
+Non-Cartesian layout (:func:`read_noncartesian`, :func:`write_noncartesian`): ``kspace`` complex
+(slices, coils, *samples) (e.g. samples = (spokes, readout)); ``trajectory`` float32
+(*samples, ndim) in cycles per field of view within [-N/2, N/2) per axis, axes in the order of
+the image axes ((ky, kx) for an image (ny, nx)), such that a trajectory on the integer grid
+reproduces the centred FFT of :mod:`physics.fft`; root attribute ``image_shape``; optional ``dcf``
+float32 (*samples) and ``reconstruction_rss`` (slices, ny, nx).
+
 Inputs are opened read-only and never followed out of the file: external links, virtual datasets
 and external raw storage are refused. Every problem raises a :class:`physics.errors.ReconError`
 subclass naming the file, the dataset, what was found and what was expected. Writers write a
@@ -40,8 +47,8 @@ from physics.ct_geometry import CTGeometry
 from physics.errors import FileFormatError, InvalidDataError, OutputError, ReconError, ShapeError
 
 __all__ = [
-    "CTData", "RawFile", "center_crop", "is_ct", "open_raw", "read_ct", "read_ct_image", "read_images", "read_noise",
-    "write_ct", "write_kspace", "write_reconstruction",
+    "CTData", "NonCartesianData", "RawFile", "center_crop", "is_ct", "is_noncartesian", "open_raw", "read_ct", "read_ct_image", "read_images", "read_noise", "read_noncartesian",
+    "write_ct", "write_kspace", "write_noncartesian", "write_reconstruction",
 ]
 
 PathLike = str | os.PathLike
@@ -433,6 +440,81 @@ def read_ct(path: PathLike) -> CTData:
     return CTData(y, geometry, counts, I0, image, attrs)
 
 
+# ----------------------------------------------------------------------------------- non-Cartesian
+@dataclasses.dataclass(frozen=True)
+class NonCartesianData:
+    """A non-Cartesian raw file in memory: ``kspace`` complex64 (slices, coils, *samples),
+    ``trajectory`` float32 (*samples, ndim) in cycles/FOV, ``image_shape``, optional ``dcf``
+    (*samples) and ``reference`` (slices, ny, nx)."""
+
+    kspace: np.ndarray
+    trajectory: np.ndarray
+    image_shape: tuple[int, ...]
+    dcf: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def is_noncartesian(path: PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file with a ``trajectory`` dataset (the non-Cartesian layout)."""
+    with _open_h5(path) as f:
+        return _local(f, "trajectory") is not None
+
+
+def _check_trajectory(traj: np.ndarray, image_shape: tuple[int, ...], samples: tuple[int, ...],
+                      where: str) -> None:
+    if traj.shape != (*samples, len(image_shape)):
+        raise ShapeError(f"{where}: trajectory has shape {traj.shape}, expected {(*samples, len(image_shape))} "
+                         f"(the k-space samples {samples} and one coordinate per image axis {image_shape})")
+    _check_finite(traj, f"{where}: trajectory")
+    half = np.asarray(image_shape, np.float64) / 2
+    outside = np.any((traj < -half) | (traj >= half), axis=-1)
+    if outside.any():
+        first = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise InvalidDataError(
+            f"{where}: {int(outside.sum())} trajectory points lie outside [-N/2, N/2) for image "
+            f"shape {image_shape} (first at {first}: {traj[first].tolist()}); the trajectory is in "
+            "cycles per field of view")
+
+
+def read_noncartesian(path: PathLike) -> NonCartesianData:
+    """Read and validate a non-Cartesian raw file (layout in the module docstring)."""
+    where = str(path)
+    with _open_h5(path) as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        ks = _dataset(f, "kspace")
+        _check_complex(ks)
+        tr = _dataset(f, "trajectory")
+        if tr.dtype.kind != "f":
+            raise FileFormatError(f"{where}: dataset 'trajectory' has dtype {tr.dtype}, expected float32")
+        image_shape = _numbers(attrs, "image_shape", (2, 3), where)
+        if any(v != int(v) or v < 1 for v in image_shape):
+            raise FileFormatError(f"{where}: attribute 'image_shape' = {image_shape} must be positive integers")
+        image_shape = tuple(int(v) for v in image_shape)
+        samples = tuple(tr.shape[:-1])
+        if ks.ndim != len(samples) + 2 or tuple(ks.shape[2:]) != samples or 0 in ks.shape:
+            raise ShapeError(f"{where}: dataset 'kspace' has shape {ks.shape}, expected (slices, coils, "
+                             f"*{samples}) to match 'trajectory' {tr.shape}")
+        traj = _read(tr).astype(np.float32)
+        _check_trajectory(traj, image_shape, samples, where)
+        kspace = _read(ks).astype(np.complex64)
+        _check_finite(kspace, f"{where}: dataset 'kspace'")
+        dcf = reference = None
+        if (d := _dataset(f, "dcf", required=False)) is not None:
+            if tuple(d.shape) != samples:
+                raise ShapeError(f"{where}: dataset 'dcf' has shape {d.shape}, expected {samples}")
+            dcf = _read(d).astype(np.float32)
+            _check_finite(dcf, f"{where}: dataset 'dcf'")
+            if (dcf < 0).any():
+                raise InvalidDataError(f"{where}: dataset 'dcf' has negative weights")
+        if (r := _dataset(f, "reconstruction_rss", required=False)) is not None:
+            reference = _real_stack(r)
+            if reference.shape[0] != kspace.shape[0]:
+                raise ShapeError(f"{where}: 'reconstruction_rss' has {reference.shape[0]} slices, "
+                                 f"'kspace' {kspace.shape[0]}")
+    return NonCartesianData(kspace, traj, image_shape, dcf, reference, attrs)
+
+
 # ----------------------------------------------------------------------------------- writing
 def _output_target(path: PathLike, input_path: PathLike | None = None) -> Path:
     """Resolved output path after checking its folder and that it is not the input file."""
@@ -633,4 +715,44 @@ def write_ct(path: PathLike, sinogram: np.ndarray, geometry: CTGeometry, *,
             f.create_dataset("counts", data=c)
         if im is not None:
             f.create_dataset("image", data=im)
+        f.attrs.update(meta)
+
+
+def write_noncartesian(path: PathLike, kspace: np.ndarray, trajectory: np.ndarray,
+                       image_shape: tuple[int, ...], *, dcf: np.ndarray | None = None,
+                       reference: np.ndarray | None = None, attrs: dict[str, Any] | None = None) -> None:
+    """Write a non-Cartesian raw file atomically (layout in the module docstring).
+
+    Args:
+        kspace: complex (slices, coils, *samples).
+        trajectory: (*samples, ndim) in cycles per field of view, within [-N/2, N/2).
+        image_shape: (ny, nx) or (nz, ny, nx).
+        dcf: optional density compensation (*samples).
+        reference: optional (slices, ny, nx) real reference images.
+    """
+    traj = np.asarray(trajectory, np.float32)
+    k = np.asarray(kspace)
+    if k.dtype.kind not in "biufc" or k.ndim != traj.ndim + 1 or k.shape[2:] != traj.shape[:-1] or 0 in k.shape:
+        raise ShapeError(f"kspace has shape {k.shape}, expected (slices, coils, *{traj.shape[:-1]}) "
+                         f"to match trajectory {traj.shape}")
+    k = k.astype(np.complex64)
+    _check_finite(k, "kspace")
+    image_shape = tuple(int(n) for n in image_shape)
+    _check_trajectory(traj, image_shape, traj.shape[:-1], "write_noncartesian")
+    w = r = None
+    if dcf is not None:
+        w = np.asarray(dcf, np.float32)
+        if w.shape != traj.shape[:-1]:
+            raise ShapeError(f"dcf has shape {w.shape}, expected {traj.shape[:-1]}")
+        _check_finite(w, "dcf")
+    if reference is not None:
+        r = _as_stack(reference, "reference", "biuf", 3).astype(np.float32)
+    meta = _attrs({**(attrs or {}), "image_shape": np.asarray(image_shape, np.int64)})
+    with _atomic_h5(path) as f:
+        f.create_dataset("kspace", data=k)
+        f.create_dataset("trajectory", data=traj)
+        if w is not None:
+            f.create_dataset("dcf", data=w)
+        if r is not None:
+            f.create_dataset("reconstruction_rss", data=r)
         f.attrs.update(meta)

@@ -52,3 +52,10 @@ def max_eigenvalue(normal: Callable, x0: jax.Array, *, iterations: int = 30) -> 
     x = normalise(x0)
     _, lam = lax.fori_loop(0, iterations, body, (x, jnp.zeros((), _norm(x).dtype)))
     return lam
+
+
+def operator_norm(A, *, iterations: int = 20, margin: float = 1.02) -> jax.Array:
+    """``||A||`` (largest singular value) of a linear operator by power iteration on ``A.normal``
+    from a fixed random start, times ``margin`` (power iteration approaches it from below)."""
+    x0 = jax.random.normal(jax.random.key(0), A.in_shape, A.in_dtype)
+    return margin * jnp.sqrt(max_eigenvalue(A.normal, x0, iterations=iterations))
