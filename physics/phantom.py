@@ -13,7 +13,7 @@ import numpy as np
 
 from physics.errors import InvalidDataError
 
-__all__ = ["birdcage_maps", "brain_phantom", "shepp_logan"]
+__all__ = ["birdcage_maps", "brain_phantom", "ellipse_sum", "shepp_logan"]
 
 # Modified Shepp-Logan (Toft 1996): intensity, semi-axes (a, b), centre (x0, y0), angle in degrees.
 _ELLIPSES_2D = np.array([
@@ -77,11 +77,26 @@ def shepp_logan(shape: tuple[int, ...]) -> np.ndarray:
         InvalidDataError: ``shape`` is not 2 or 3 positive sizes.
     """
     shape = _check_shape(shape, (2, 3), "shepp_logan")
-    coords = _grid(shape)
-    table = _ELLIPSES_2D if len(shape) == 2 else _ELLIPSOIDS_3D
-    d = len(shape)
-    image = np.zeros(shape, dtype=np.float64)
-    for row in table:
+    image = ellipse_sum(_grid(shape), _ELLIPSES_2D if len(shape) == 2 else _ELLIPSOIDS_3D)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def ellipse_sum(coords: list[np.ndarray], table: np.ndarray) -> np.ndarray:
+    """Sum of ``value * [point inside]`` over the rows of an ellipse or ellipsoid table, ``float64``.
+
+    Args:
+        coords: ``[x, y]`` (ellipses) or ``[x, y, z]`` (ellipsoids), arrays that broadcast
+            together, in any length unit.
+        table: rows ``(value, semi-axes (d), centre (d), angle_deg)`` with lengths in the unit of
+            ``coords``; ``angle_deg`` turns the first semi-axis counter-clockwise from ``x``
+            (a rotation about ``z``). A point on the boundary is inside.
+
+    Returns:
+        The broadcast shape of ``coords``.
+    """
+    d = len(coords)
+    total = np.zeros(np.broadcast_shapes(*(np.shape(c) for c in coords)), dtype=np.float64)
+    for row in np.asarray(table, np.float64):
         value, semi, centre, angle = row[0], row[1:1 + d], row[1 + d:1 + 2 * d], np.deg2rad(row[-1])
         dx, dy = coords[0] - centre[0], coords[1] - centre[1]
         u = dx * np.cos(angle) + dy * np.sin(angle)  # coordinates in the ellipse frame
@@ -89,8 +104,8 @@ def shepp_logan(shape: tuple[int, ...]) -> np.ndarray:
         r2 = (u / semi[0]) ** 2 + (v / semi[1]) ** 2
         if d == 3:
             r2 = r2 + ((coords[2] - centre[2]) / semi[2]) ** 2
-        image += value * (r2 <= 1.0)
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
+        total += value * (r2 <= 1.0)
+    return total
 
 
 def _smooth_field(coords: list[np.ndarray], rng: np.random.Generator, max_freq: int,

@@ -1,4 +1,4 @@
-"""The ``recon`` command line: simulate, undersample, reconstruct, evaluate, demo.
+"""The ``recon`` command line: simulate, simulate-ct, undersample, reconstruct, evaluate, demo.
 
 Bad input prints one line ``recon: error: ...`` on stderr and exits with status 2.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from physics.errors import InvalidDataError, ReconError
+from recon.progress import progress_bar
 
 
 def _calib(text: str) -> tuple[int, int]:
@@ -23,16 +24,6 @@ def _calib(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a size like 24x24, got {text!r}") from None
     return ny, nx
-
-
-def _progress(what: str):
-    """A rich progress bar on stderr, shown only when stderr is a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, disable=not console.is_terminal)
 
 
 # ------------------------------------------------------------------------------- commands
@@ -45,6 +36,68 @@ def _simulate(args: argparse.Namespace) -> None:
         "source": "recon simulate: brain phantom, birdcage coil maps, complex Gaussian noise",
         "snr_db": args.snr_db, "noise_sigma": sim.sigma, "seed": args.seed})
     print(f"wrote {args.output}: kspace {sim.kspace.shape}, noise sigma {sim.sigma:.3g}")
+
+
+def _ct_geometry(args: argparse.Namespace, image_shape: tuple[int, ...], pixel: float):
+    """The geometry of ``recon simulate-ct`` from its options; defaults cover the image circle."""
+    from physics import ct_geometry
+
+    fov = max(image_shape[-2:]) * pixel
+    R = args.source_to_isocenter or 2.0 * fov
+    D = args.source_to_detector or 1.5 * R
+    scan = np.deg2rad(args.scan if args.scan is not None else (180.0 if args.geometry == "parallel" else 360.0))
+    angles = np.linspace(0.0, scan, args.angles, endpoint=False)
+    radius = fov / np.sqrt(2)  # the image's circumscribed circle
+    if args.geometry == "parallel":
+        spacing = args.detector_spacing or pixel
+        detectors = args.detectors or int(np.ceil(2 * radius / spacing)) + 2
+        return ct_geometry.parallel_beam(image_shape, angles, detectors, detector_spacing=spacing,
+                                         pixel_size=pixel)
+    spacing = args.detector_spacing or pixel * D / R
+    half = D * np.tan(np.arcsin(min(radius / R, 0.99)))
+    detectors = args.detectors or int(np.ceil(2 * half / spacing)) + 2
+    if args.geometry == "fan":
+        return ct_geometry.fan_beam(image_shape, angles, detectors, source_to_isocenter=R,
+                                    source_to_detector=D, detector_spacing=spacing, pixel_size=pixel,
+                                    detector="arc" if args.arc else "flat")
+    rows = int(np.ceil(image_shape[0] * pixel * D / (R - radius) / spacing)) + 2
+    return ct_geometry.cone_beam(image_shape, angles, (rows, detectors), source_to_isocenter=R,
+                                 source_to_detector=D, detector_spacing=(spacing, spacing),
+                                 pixel_size=pixel)
+
+
+def _simulate_ct(args: argparse.Namespace) -> None:
+    import jax
+
+    from physics.ct import ct_operator
+    from physics.ct_phantom import anatomical_phantom, shepp_logan_ct
+    from physics.dose import log_transform, photon_counts
+    from recon.io import read_ct_image, write_ct
+
+    cone = args.geometry == "cone"
+    if args.image is not None:  # (slices, ny, nx): slices of a 2D scan, or the cone-beam volume
+        image, pixel = read_ct_image(args.image)
+    else:
+        pixel = args.pixel_size
+        if cone or args.phantom == "shepp-logan":
+            image = shepp_logan_ct((args.size,) * (3 if cone else 2))
+        else:
+            image = anatomical_phantom((args.size,) * 2, seed=args.seed)
+        image = image if cone else image[None]
+    geometry = _ct_geometry(args, image.shape[-3:] if cone else image.shape[-2:], pixel)
+    A = ct_operator(geometry)
+    sinogram = np.asarray(A(jax.numpy.asarray(image)), np.float32)
+    counts = None
+    if args.dose is not None:
+        counts = np.asarray(photon_counts(sinogram, args.dose, seed=args.seed,
+                                          electronic_sigma=args.electronic_noise), np.float32)
+        sinogram = np.asarray(log_transform(counts, args.dose), np.float32)
+    write_ct(args.output, sinogram, geometry, counts=counts, I0=args.dose, image=image, attrs={
+        "source": f"recon simulate-ct: {'--image ' + str(args.image) if args.image else args.phantom} "
+                  f"projected by recon-engine's Joseph projector",
+        "seed": args.seed})
+    print(f"wrote {args.output}: {geometry.kind} sinogram {sinogram.shape}"
+          + (f", Poisson noise at I0 = {args.dose:g}" if args.dose else ", noiseless"))
 
 
 def _undersample(args: argparse.Namespace) -> None:
@@ -81,12 +134,34 @@ def _raw_slices(path: Path):
             yield raw.num_slices, raw.num_coils, ((raw.kspace(i), raw.mask(i)) for i in range(raw.num_slices))
 
 
+def _reconstruct_ct(args: argparse.Namespace) -> None:
+    from recon.ct import CT_METHODS, reconstruct_ct
+    from recon.io import read_ct, write_reconstruction
+
+    method = args.method or "fbp"
+    if method not in CT_METHODS:
+        raise InvalidDataError(f"{args.input} is a CT file: --method must be one of {CT_METHODS}, got {method!r}")
+    data = read_ct(args.input)
+    g = data.geometry
+    with progress_bar(method) as bar:
+        task = bar.add_task("slices", total=1 if g.kind == "cone" else len(data.sinogram))
+        images = reconstruct_ct(data.sinogram, g, method=method, iterations=args.iterations,
+                                lam=args.lam, filter=args.filter, progress=lambda: bar.advance(task))
+    attrs = {"method": method, "parameters": {"iterations": args.iterations, "lambda": args.lam,
+             "filter": args.filter}, "input": str(args.input), "units": "mm^-1",
+             "pixel_size_mm": g.pixel_size}
+    write_reconstruction(args.output, images, attrs=attrs, input_path=args.input)
+    print(f"wrote {args.output}: reconstruction {images.shape}")
+
+
 def _reconstruct(args: argparse.Namespace) -> None:
     from physics.noise import noise_covariance, whitening_matrix
-    from recon.io import read_noise, write_reconstruction
+    from recon.io import is_ct, read_noise, write_reconstruction
     from recon.pipeline import ReconOptions, reconstruct
 
-    options = ReconOptions(method=args.method, maps=args.maps, iterations=args.iterations,
+    if is_ct(args.input):
+        return _reconstruct_ct(args)
+    options = ReconOptions(method=args.method or "sense", maps=args.maps, iterations=args.iterations,
                            lam=args.lam, calib=args.calib, kernel=args.kernel, crop=args.crop)
     whitening = None
     if args.noise is not None:
@@ -95,7 +170,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
         if whitening is not None and whitening.shape[0] != num_coils:
             raise InvalidDataError(f"{args.noise}: noise scan has {whitening.shape[0]} coils, "
                                    f"{args.input} has {num_coils}")
-        with _progress(args.method) as bar:
+        with progress_bar(args.method) as bar:
             task = bar.add_task("slices", total=num_slices)
             images = reconstruct(slices, options, whitening=whitening,
                                  progress=lambda: bar.advance(task))
@@ -106,11 +181,23 @@ def _reconstruct(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}: reconstruction {images.shape}")
 
 
+def _reference_dataset(path: Path) -> str:
+    """``reconstruction_rss`` (MRI raw files) or ``image`` (CT files), whichever ``path`` holds."""
+    import h5py
+
+    from recon.io import is_ct
+
+    if is_ct(path):
+        return "image"
+    with h5py.File(path, "r") as f:
+        return "image" if "image" in f and "reconstruction_rss" not in f else "reconstruction_rss"
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from recon.io import center_crop, read_images
     from recon.metrics import evaluate
 
-    reference = read_images(args.reference, args.reference_dataset)
+    reference = read_images(args.reference, args.reference_dataset or _reference_dataset(args.reference))
     images = read_images(args.input, "reconstruction")
     if images.shape[0] != reference.shape[0]:
         raise InvalidDataError(f"{args.input} has {images.shape[0]} slices, "
@@ -133,10 +220,11 @@ def _demo(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from recon.ct import CT_METHODS
     from recon.pipeline import MAPS, METHODS, ReconOptions
 
     defaults = ReconOptions()
-    p = argparse.ArgumentParser(prog="recon", description="Physics-informed MRI reconstruction.")
+    p = argparse.ArgumentParser(prog="recon", description="Physics-informed MRI and CT reconstruction.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="simulate fully sampled multi-coil k-space from a phantom")
@@ -148,6 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=_simulate)
 
+    s = sub.add_parser("simulate-ct", help="simulate a CT sinogram (optionally low-dose) from an image")
+    s.add_argument("-o", "--output", required=True, type=Path)
+    s.add_argument("--geometry", choices=("parallel", "fan", "cone"), default="parallel")
+    s.add_argument("--angles", type=int, default=360, help="number of projections")
+    s.add_argument("--scan", type=float, default=None,
+                   help="angular range in degrees (default 180 parallel, 360 fan/cone)")
+    s.add_argument("--dose", type=float, default=None, metavar="I0",
+                   help="incident photons per detector bin: Poisson noise (default: noiseless)")
+    s.add_argument("--electronic-noise", type=float, default=0.0, help="Gaussian noise std in counts")
+    s.add_argument("--image", type=Path, default=None,
+                   help="HDF5 with 'image' (slices, ny, nx) in mm^-1 and attribute pixel_size_mm")
+    s.add_argument("--phantom", choices=("shepp-logan", "anatomical"), default="shepp-logan")
+    s.add_argument("--size", type=int, default=256, help="phantom size in pixels")
+    s.add_argument("--pixel-size", type=float, default=1.0, help="phantom pixel size in mm")
+    s.add_argument("--detectors", type=int, default=None, help="detector bins (columns for cone)")
+    s.add_argument("--detector-spacing", type=float, default=None, help="mm")
+    s.add_argument("--source-to-isocenter", type=float, default=None, help="mm (fan, cone)")
+    s.add_argument("--source-to-detector", type=float, default=None, help="mm (fan, cone)")
+    s.add_argument("--arc", action="store_true", help="fan beam: arc (equiangular) detector")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(run=_simulate_ct)
+
     s = sub.add_parser("undersample", help="apply a sampling mask to fully sampled k-space")
     s.add_argument("input", type=Path)
     s.add_argument("-o", "--output", required=True, type=Path)
@@ -157,10 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=_undersample)
 
-    s = sub.add_parser("reconstruct", help="reconstruct images from raw k-space")
+    s = sub.add_parser("reconstruct", help="reconstruct images from raw k-space or a CT sinogram")
     s.add_argument("input", type=Path)
     s.add_argument("-o", "--output", required=True, type=Path)
-    s.add_argument("--method", choices=METHODS, default=defaults.method)
+    s.add_argument("--method", choices=METHODS + CT_METHODS, default=None,
+                   help="default: sense (MRI), fbp (CT)")
+    s.add_argument("--filter", choices=("ramp", "shepp-logan", "cosine", "hann"), default="ramp",
+                   help="CT FBP/FDK filter")
     s.add_argument("--maps", choices=MAPS, default=defaults.maps, help="coil-map estimate")
     s.add_argument("--iterations", type=int, default=defaults.iterations,
                    help="iteration limit (default: the method's)")
@@ -179,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="NMSE, PSNR and SSIM against a reference (fastMRI style)")
     s.add_argument("input", type=Path, help="file with 'reconstruction'")
     s.add_argument("--reference", required=True, type=Path)
-    s.add_argument("--reference-dataset", default="reconstruction_rss")
+    s.add_argument("--reference-dataset", default=None,
+                   help="default: reconstruction_rss (MRI) or image (CT)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_evaluate)
 
