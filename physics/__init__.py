@@ -1,12 +1,17 @@
 """Forward models of recon-engine: JAX linear operators and the physics around them.
 
-Operators (:mod:`physics.linop`, :mod:`physics.fft`, :mod:`physics.mri`), coil sensitivities
+Operators (:mod:`physics.linop`, :mod:`physics.fft`, :mod:`physics.mri`, CT in
+:mod:`physics.ct` with geometries in :mod:`physics.ct_geometry`), coil sensitivities
 (:mod:`physics.coil_maps`), sampling patterns (:mod:`physics.sampling`), noise
-(:mod:`physics.noise`), phantoms and simulation (:mod:`physics.phantom`,
+(:mod:`physics.noise`), low-dose CT (:mod:`physics.dose`), phantoms and simulation (:mod:`physics.phantom`,
 :mod:`physics.simulation`). Importing it changes no global state.
 """
 
 from physics.coil_maps import acs_maps, calibration_region, espirit, kernel_width
+from physics.ct import ConeBeamCT, FanBeamCT, ParallelBeamCT, ct_operator
+from physics.ct_geometry import CTGeometry, cone_beam, fan_beam, parallel_beam
+from physics.ct_phantom import anatomical_phantom, ellipse_sinogram, shepp_logan_ct
+from physics.dose import log_transform, low_dose_sinogram, photon_counts
 from physics.errors import FileFormatError, InvalidDataError, OutputError, ReconError, ShapeError
 from physics.fft import FFT, fftc, ifftc
 from physics.linop import (Adjoint, Composed, Identity, LinearOperator, Scaled, adjoint_error, operator,
@@ -18,6 +23,9 @@ from physics.sampling import acceleration, equispaced_mask, poisson_disc_mask, r
 from physics.simulation import Simulation, simulate_multicoil
 
 __all__ = [
+    "CTGeometry", "ConeBeamCT", "FanBeamCT", "ParallelBeamCT", "anatomical_phantom", "cone_beam",
+    "ct_operator", "ellipse_sinogram", "fan_beam", "log_transform", "low_dose_sinogram",
+    "parallel_beam", "photon_counts", "shepp_logan_ct",
     "FFT", "Adjoint", "CartesianMRI", "Composed", "FileFormatError", "Identity",
     "InvalidDataError", "LinearOperator", "MultiCoilMRI", "OutputError", "ReconError",
     "Scaled", "ShapeError", "Simulation", "acceleration", "acs_maps", "add_noise", "adjoint_error",
