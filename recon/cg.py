@@ -3,7 +3,7 @@
 Solves ``(A + damp I) x = b`` for an ``A`` given as any callable (an operator's ``normal``, a
 closure, a matrix product) on arrays or pytrees of arrays. Pure function, ``jit``/``vmap``-able;
 gradients by implicit differentiation (:func:`jax.lax.custom_linear_solve`): the backward pass is
-another CG solve, accurate when both solves converge.
+another CG solve, accurate when both solves converge; ``A`` need not be transposable by JAX.
 """
 
 from __future__ import annotations
@@ -97,8 +97,14 @@ def cg(A: Callable, b, x0=None, *, maxiter: int = 30, tol: float = 1e-6,
     def solve(mv, rhs):
         return _cg_solve(mv, rhs, x0, maxiter, tol)
 
-    # A^T = conj(A) is Hermitian PSD too, so the transposed system is solved by the same CG.
-    return lax.custom_linear_solve(matvec, b, solve, transpose_solve=solve, has_aux=True)
+    def transpose_solve(mv, rhs):  # A^T = conj(A) for Hermitian A: (A^T)^-1 r = conj(A^-1 conj(r))
+        x, info = solve(mv, jax.tree.map(jnp.conj, rhs))
+        return jax.tree.map(jnp.conj, x), info
+
+    # symmetric=True: JAX never transposes ``A`` itself (operators bridged from host kernels have
+    # no transpose rule); the transposed system is solved by the same CG through conjugation.
+    return lax.custom_linear_solve(matvec, b, solve, transpose_solve=transpose_solve, symmetric=True,
+                                   has_aux=True)
 
 
 @partial(jax.jit, static_argnames=("maxiter",))

@@ -24,3 +24,10 @@ def rng() -> np.random.Generator:
 
 def complex_normal(rng: np.random.Generator, shape) -> np.ndarray:
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def nudft_matrix(k: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Exact type-2 matrix, complex128 ``(points, prod N)``: the convention of physics.nufft."""
+    n = np.meshgrid(*[np.arange(s) - s // 2 for s in shape], indexing="ij")
+    phase = sum(np.multiply.outer(k[:, d].astype(np.float64), n[d] / s) for d, s in enumerate(shape))
+    return np.exp(-2j * np.pi * phase).reshape(len(k), -1) / np.sqrt(np.prod(shape))

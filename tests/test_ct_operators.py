@@ -183,3 +183,23 @@ def test_cuda_backend_without_gpu(monkeypatch):
     monkeypatch.setattr(kernels.joseph_cuda, "is_available", lambda: False)
     with pytest.raises(InvalidDataError, match="cuda.*GPU"):
         FanBeamCT(GEOMETRIES["fan-flat"], "cuda")
+
+
+def test_cgls_through_the_callback_operator_and_its_gradient():
+    """CG on a host-kernel operator (no JAX transpose rule) runs, and differentiates implicitly."""
+    from recon.cg import cgls
+
+    g = parallel_beam((16, 16), np.linspace(0, np.pi, 24, endpoint=False), 24)
+    A, J = ParallelBeamCT(g), ParallelBeamCT(g, backend="jax")
+    x = jnp.asarray(np.random.default_rng(0).random((16, 16)), jnp.float32)
+    y = A(x)
+    lam = 20.0  # ||A||^2 is about 500: a well-conditioned system, so float32 differences stay small
+    loss = lambda op, y: jnp.sum(cgls(op, y, lam=lam, maxiter=30, tol=0.0)[0] ** 2)  # noqa: E731
+    np.testing.assert_allclose(cgls(A, y, lam=lam, maxiter=30)[0], cgls(J, y, lam=lam, maxiter=30)[0],
+                               rtol=1e-3, atol=1e-4)
+    M = np.asarray(jax.jacfwd(J)(x), np.float64).reshape(y.size, x.size)  # the dense projector
+    H = M.T @ M + lam * np.eye(x.size)
+    xs = np.linalg.solve(H, M.T @ np.asarray(y, np.float64).ravel())
+    expected = 2 * M @ np.linalg.solve(H, xs)  # d ||x*(y)||^2 / dy
+    np.testing.assert_allclose(np.asarray(jax.grad(loss, argnums=1)(A, y)).ravel(), expected,
+                               rtol=2e-3, atol=2e-3 * np.abs(expected).max())
