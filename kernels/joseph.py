@@ -280,7 +280,7 @@ def layouts_2d(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def layouts_3d(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Padded float32 copies of ``volume (z, y, x)`` in the orders ``(x, z, y)``, ``(y, z, x)``, ``(z, y, x)``."""
+    """Padded float32 copies of ``volume (z, y, x)`` ordered ``(x, z, y)``, ``(y, z, x)``, ``(z, y, x)``."""
     return _padded(volume.transpose(2, 0, 1)), _padded(volume.transpose(1, 0, 2)), _padded(volume)
 
 
@@ -410,9 +410,10 @@ def forward_cone(volume: np.ndarray, angles: np.ndarray, n_rows: int, n_cols: in
 def adjoint_cone(proj: np.ndarray, angles: np.ndarray, nz: int, ny: int, nx: int, spacing_v: float,
                  spacing_u: float, offset_v: float, offset_u: float, pixel_size: float,
                  src_iso: float, src_det: float) -> np.ndarray:
-    """Backprojection ``f32[nz, ny, nx]`` of ``proj f32[na, n_rows, n_cols]``: the transpose of :func:`forward_cone`."""
+    """Backprojection ``f32[nz, ny, nx]`` of ``proj f32[na, n_rows, n_cols]``: the transpose of
+    :func:`forward_cone`."""
     proj = as_float32(proj, 3, "projections", np.size(angles))
-    sincos, v, u = geometry_cone(angles, proj.shape[1], proj.shape[2], spacing_v, spacing_u, offset_v, offset_u)
+    sincos, v, u = geometry_cone(angles, *proj.shape[1:], spacing_v, spacing_u, offset_v, offset_u)
     bufs = buffers_3d(_chunks(sincos.shape[0]), int(nz), int(ny), int(nx))
     _adjoint_cone(proj, sincos, v, u, float(src_iso), float(src_det), int(nz), int(ny), int(nx),
                   float(pixel_size), *bufs)

@@ -100,9 +100,11 @@ def forward_2d(image: np.ndarray, angles: np.ndarray, n_det: int, det_spacing: f
 def adjoint_2d(sinogram: np.ndarray, angles: np.ndarray, ny: int, nx: int, det_spacing: float,
                det_offset: float, pixel_size: float, src_iso: float, src_det: float,
                mode: int) -> np.ndarray:
-    """Backprojection ``f32[ny, nx]`` of ``sinogram f32[na, n_det]``: :func:`kernels.joseph.adjoint_2d` on the GPU."""
+    """Backprojection ``f32[ny, nx]`` of ``sinogram f32[na, n_det]``: :func:`kernels.joseph.adjoint_2d`
+    on the GPU."""
     sinogram = joseph.as_float32(sinogram, 2, "sinogram", np.size(angles))
-    sincos, rays = joseph.geometry_2d(angles, sinogram.shape[1], det_spacing, det_offset, src_iso, src_det, mode)
+    sincos, rays = joseph.geometry_2d(angles, sinogram.shape[1], det_spacing, det_offset, src_iso, src_det,
+                                      mode)
     bufs = _to_device(*joseph.buffers_2d(1, int(ny), int(nx)))
     _adjoint_2d[_blocks(sinogram.size), THREADS](*_to_device(sinogram, sincos, rays), int(ny), int(nx),
                                                  float(pixel_size), *bufs)
@@ -112,7 +114,8 @@ def adjoint_2d(sinogram: np.ndarray, angles: np.ndarray, ny: int, nx: int, det_s
 def forward_cone(volume: np.ndarray, angles: np.ndarray, n_rows: int, n_cols: int,
                  spacing_v: float, spacing_u: float, offset_v: float, offset_u: float,
                  pixel_size: float, src_iso: float, src_det: float) -> np.ndarray:
-    """Projections ``f32[na, n_rows, n_cols]`` of ``volume f32[nz, ny, nx]``: :func:`kernels.joseph.forward_cone` on the GPU."""
+    """Projections ``f32[na, n_rows, n_cols]`` of ``volume f32[nz, ny, nx]``:
+    :func:`kernels.joseph.forward_cone` on the GPU."""
     volume = joseph.as_float32(volume, 3, "volume")
     sincos, v, u = joseph.geometry_cone(angles, n_rows, n_cols, spacing_v, spacing_u, offset_v, offset_u)
     out = cuda.device_array((sincos.shape[0], int(n_rows), int(n_cols)), np.float32)
@@ -125,10 +128,12 @@ def forward_cone(volume: np.ndarray, angles: np.ndarray, n_rows: int, n_cols: in
 def adjoint_cone(proj: np.ndarray, angles: np.ndarray, nz: int, ny: int, nx: int, spacing_v: float,
                  spacing_u: float, offset_v: float, offset_u: float, pixel_size: float,
                  src_iso: float, src_det: float) -> np.ndarray:
-    """Backprojection ``f32[nz, ny, nx]`` of ``proj f32[na, n_rows, n_cols]``: :func:`kernels.joseph.adjoint_cone` on the GPU."""
+    """Backprojection ``f32[nz, ny, nx]`` of ``proj f32[na, n_rows, n_cols]``:
+    :func:`kernels.joseph.adjoint_cone` on the GPU."""
     proj = joseph.as_float32(proj, 3, "projections", np.size(angles))
-    sincos, v, u = joseph.geometry_cone(angles, proj.shape[1], proj.shape[2], spacing_v, spacing_u, offset_v, offset_u)
+    sincos, v, u = joseph.geometry_cone(angles, *proj.shape[1:], spacing_v, spacing_u, offset_v, offset_u)
     bufs = _to_device(*joseph.buffers_3d(1, int(nz), int(ny), int(nx)))
-    _adjoint_cone[_blocks(proj.size), THREADS](*_to_device(proj, sincos, v, u), float(src_iso), float(src_det),
-                                               int(nz), int(ny), int(nx), float(pixel_size), *bufs)
+    _adjoint_cone[_blocks(proj.size), THREADS](*_to_device(proj, sincos, v, u), float(src_iso),
+                                               float(src_det), int(nz), int(ny), int(nx), float(pixel_size),
+                                               *bufs)
     return joseph.sum_buffers_3d(*(b.copy_to_host() for b in bufs))

@@ -28,13 +28,20 @@ def _calib(text: str) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------- commands
 def _simulate(args: argparse.Namespace) -> None:
-    from physics.simulation import simulate_multicoil
-    from recon.io import write_kspace
+    from physics.simulation import simulate_multicoil, simulate_radial
+    from recon.io import write_kspace, write_noncartesian
 
-    sim = simulate_multicoil(args.size, args.coils, args.slices, snr_db=args.snr_db, seed=args.seed)
-    write_kspace(args.output, sim.kspace, reference=sim.reference, attrs={
-        "source": "recon simulate: brain phantom, birdcage coil maps, complex Gaussian noise",
-        "snr_db": args.snr_db, "noise_sigma": sim.sigma, "seed": args.seed})
+    attrs = {"source": "recon simulate: brain phantom, birdcage coil maps, complex Gaussian noise",
+             "snr_db": args.snr_db, "seed": args.seed}
+    if args.trajectory == "radial":
+        sim = simulate_radial(args.size, args.coils, args.slices, spokes=args.spokes,
+                              golden=not args.uniform, snr_db=args.snr_db, seed=args.seed)
+        write_noncartesian(args.output, sim.kspace, sim.trajectory, (args.size, args.size),
+                           reference=sim.reference, attrs={**attrs, "noise_sigma": sim.sigma,
+                                                            "golden_angle": not args.uniform})
+    else:
+        sim = simulate_multicoil(args.size, args.coils, args.slices, snr_db=args.snr_db, seed=args.seed)
+        write_kspace(args.output, sim.kspace, reference=sim.reference, attrs={**attrs, "noise_sigma": sim.sigma})
     print(f"wrote {args.output}: kspace {sim.kspace.shape}, noise sigma {sim.sigma:.3g}")
 
 
@@ -121,17 +128,28 @@ def _undersample(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _raw_slices(path: Path):
-    """``(num_slices, num_coils, iterator of (kspace, mask))`` of a fastMRI or ISMRMRD raw file."""
-    from recon.io import open_raw
-    from recon.ismrmrd import is_ismrmrd, read_ismrmrd
+def _slice_jobs(path: Path, options, whitening):
+    """``(num_slices, num_coils, iterator of zero-argument functions, one image per slice)`` of a
+    fastMRI, non-Cartesian or ISMRMRD raw file; the files are read lazily."""
+    from functools import partial
 
-    if is_ismrmrd(path):
+    from recon.io import is_noncartesian, open_raw, read_noncartesian
+    from recon.ismrmrd import is_ismrmrd, read_ismrmrd
+    from recon.pipeline import reconstruct_noncartesian_slice, reconstruct_slice
+
+    cartesian = partial(reconstruct_slice, options=options, whitening=whitening)
+    if is_noncartesian(path):
+        d = read_noncartesian(path)
+        one = partial(reconstruct_noncartesian_slice, trajectory=d.trajectory, image_shape=d.image_shape,
+                      options=options, dcf=d.dcf, whitening=whitening)
+        yield len(d.kspace), d.kspace.shape[1], (partial(one, k) for k in d.kspace)
+    elif is_ismrmrd(path):
         kspace, _ = read_ismrmrd(path)
-        yield len(kspace), kspace.shape[1], ((k, np.any(k != 0, axis=0)) for k in kspace)
+        yield len(kspace), kspace.shape[1], (partial(cartesian, k, np.any(k != 0, axis=0)) for k in kspace)
     else:
         with open_raw(path) as raw:
-            yield raw.num_slices, raw.num_coils, ((raw.kspace(i), raw.mask(i)) for i in range(raw.num_slices))
+            yield raw.num_slices, raw.num_coils, (lambda i=i: cartesian(raw.kspace(i), raw.mask(i))
+                                                  for i in range(raw.num_slices))
 
 
 def _reconstruct_ct(args: argparse.Namespace) -> None:
@@ -157,7 +175,7 @@ def _reconstruct_ct(args: argparse.Namespace) -> None:
 def _reconstruct(args: argparse.Namespace) -> None:
     from physics.noise import noise_covariance, whitening_matrix
     from recon.io import is_ct, read_noise, write_reconstruction
-    from recon.pipeline import ReconOptions, reconstruct
+    from recon.pipeline import ReconOptions
 
     if is_ct(args.input):
         return _reconstruct_ct(args)
@@ -166,14 +184,17 @@ def _reconstruct(args: argparse.Namespace) -> None:
     whitening = None
     if args.noise is not None:
         whitening = whitening_matrix(noise_covariance(read_noise(args.noise)))
-    with _raw_slices(args.input) as (num_slices, num_coils, slices):
+    with _slice_jobs(args.input, options, whitening) as (num_slices, num_coils, jobs):
         if whitening is not None and whitening.shape[0] != num_coils:
             raise InvalidDataError(f"{args.noise}: noise scan has {whitening.shape[0]} coils, "
                                    f"{args.input} has {num_coils}")
-        with progress_bar(args.method) as bar:
+        images = []
+        with progress_bar(options.method) as bar:
             task = bar.add_task("slices", total=num_slices)
-            images = reconstruct(slices, options, whitening=whitening,
-                                 progress=lambda: bar.advance(task))
+            for job in jobs:
+                images.append(job())
+                bar.advance(task)
+    images = np.stack(images)
     attrs = {"method": options.method, "parameters": {
         k: v for k, v in vars(options).items() if k != "method"}, "input": str(args.input),
         "prewhitened": args.noise is not None}
@@ -227,13 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recon", description="Physics-informed MRI and CT reconstruction.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("simulate", help="simulate fully sampled multi-coil k-space from a phantom")
+    s = sub.add_parser("simulate", help="simulate multi-coil k-space (Cartesian or radial) from a phantom")
     s.add_argument("-o", "--output", required=True, type=Path)
     s.add_argument("--coils", type=int, default=8)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--slices", type=int, default=1)
     s.add_argument("--snr-db", type=float, default=30.0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--trajectory", choices=("cartesian", "radial"), default="cartesian")
+    s.add_argument("--spokes", type=int, default=64, help="radial: number of spokes")
+    s.add_argument("--uniform", action="store_true", help="radial: uniform angles instead of golden")
     s.set_defaults(run=_simulate)
 
     s = sub.add_parser("simulate-ct", help="simulate a CT sinogram (optionally low-dose) from an image")

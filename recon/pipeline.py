@@ -17,17 +17,23 @@ import numpy as np
 
 from physics.coil_maps import acs_maps, espirit
 from physics.errors import InvalidDataError
+from physics.linop import LinearOperator, Scaled
 from physics.mri import MultiCoilMRI
+from physics.noncartesian import NonCartesianMRI, noncartesian_maps
+from physics.nufft import NUFFT
+from physics.trajectory import pipe_menon_dcf
 from physics.noise import prewhiten
+from recon.cg import cgls
 from recon.cs import admm_tv, l1_wavelet, tv
-from recon.sense import cg_sense, zero_filled
+from recon.power import operator_norm
+from recon.sense import rss, zero_filled
 
 METHODS = ("zero-filled", "sense", "l1-wavelet", "tv", "admm-tv")
 MAPS = ("espirit", "acs")
 # Per method: (solver, default lambda, default iterations). Lambdas of the compressed-sensing
 # methods are fractions of the zero-filled image's peak (see recon.cs).
 _SOLVERS = {
-    "sense": (cg_sense, 0.01, 20),
+    "sense": (cgls, 0.01, 20),
     "l1-wavelet": (l1_wavelet, 0.004, 80),
     "tv": (tv, 0.004, 60),
     "admm-tv": (admm_tv, 0.004, 30),
@@ -86,6 +92,20 @@ def coil_maps(kspace: np.ndarray, mask: np.ndarray, options: ReconOptions) -> jn
     return espirit(kspace, calib=options.calib, mask=mask, kernel=options.kernel, crop=options.crop)
 
 
+def _solve(A: LinearOperator, y: jax.Array, options: ReconOptions) -> np.ndarray:
+    """Run ``options.method`` (not zero-filled) on ``A x = y``; ``A`` has norm about 1."""
+    solver, lam, iterations = _SOLVERS[options.method]
+    lam = lam if options.lam is None else options.lam
+    iterations = iterations if options.iterations is None else options.iterations
+    if options.method == "sense":
+        image, _ = solver(A, y, lam=lam, maxiter=iterations, tol=options.tol)
+    elif options.method == "l1-wavelet":  # random cycle spinning from a fixed seed: deterministic
+        image, _ = solver(A, y, lam=lam, iterations=iterations, key=jax.random.key(0))
+    else:
+        image, _ = solver(A, y, lam=lam, iterations=iterations)
+    return np.abs(np.asarray(image)).astype(np.float32)
+
+
 def reconstruct_slice(kspace: np.ndarray, mask: np.ndarray, options: ReconOptions,
                       whitening: np.ndarray | None = None) -> np.ndarray:
     """Magnitude image ``(ny, nx)`` float32 of one slice ``kspace (coils, ky, kx)``.
@@ -100,27 +120,36 @@ def reconstruct_slice(kspace: np.ndarray, mask: np.ndarray, options: ReconOption
     if options.method == "zero-filled":
         return np.asarray(zero_filled(kspace), np.float32)
     maps = coil_maps(np.asarray(kspace), mask, options)
-    solver, lam, iterations = _SOLVERS[options.method]
-    lam = lam if options.lam is None else options.lam
-    iterations = iterations if options.iterations is None else options.iterations
-    mask = jnp.asarray(mask, jnp.float32)
-    if options.method == "sense":
-        image, _ = cg_sense(kspace, maps, mask, lam=lam, maxiter=iterations, tol=options.tol)
-    elif options.method == "l1-wavelet":  # random cycle spinning from a fixed seed: deterministic
-        image, _ = solver(MultiCoilMRI(maps, mask), kspace, lam=lam, iterations=iterations,
-                          key=jax.random.key(0))
-    else:
-        image, _ = solver(MultiCoilMRI(maps, mask), kspace, lam=lam, iterations=iterations)
-    return np.abs(np.asarray(image)).astype(np.float32)
+    return _solve(MultiCoilMRI(maps, jnp.asarray(mask, jnp.float32)), kspace, options)
 
 
-def reconstruct(slices: Iterable[tuple[np.ndarray, np.ndarray]], options: ReconOptions, *,
-                whitening: np.ndarray | None = None,
-                progress: Callable[[], None] | None = None) -> np.ndarray:
-    """Reconstruct ``(kspace, mask)`` pairs slice by slice into ``(slices, ny, nx)`` float32."""
-    images = []
-    for kspace, mask in slices:
-        images.append(reconstruct_slice(kspace, mask, options, whitening))
-        if progress is not None:
-            progress()
-    return np.stack(images)
+def reconstruct_noncartesian_slice(kspace: np.ndarray, trajectory: np.ndarray,
+                                   image_shape: tuple[int, ...], options: ReconOptions, *,
+                                   dcf: np.ndarray | None = None,
+                                   whitening: np.ndarray | None = None) -> np.ndarray:
+    """Magnitude image ``image_shape`` float32 of one non-Cartesian slice ``kspace (coils, *samples)``.
+
+    ``trajectory (*samples, ndim)`` is in cycles per field of view (:mod:`physics.nufft`); ``dcf``
+    defaults to Pipe-Menon's. zero-filled is the DCF-weighted gridding (adjoint NUFFT, RSS);
+    the other methods run on :class:`physics.noncartesian.NonCartesianMRI` (Toeplitz normal
+    operator, maps from the gridded k-space centre by ESPIRiT) scaled to norm 1, so their ``lam``
+    means what it means for Cartesian data. The model is unweighted (maximum likelihood for white
+    noise); the DCF serves only gridding and calibration.
+    """
+    ndim = len(image_shape)
+    kspace = jnp.asarray(kspace, jnp.complex64)
+    if whitening is not None:
+        kspace = prewhiten(kspace, whitening, coil_axis=-np.ndim(trajectory))
+    if dcf is None:
+        dcf = pipe_menon_dcf(trajectory, image_shape)
+    if options.method == "zero-filled":
+        coil_images = NUFFT(trajectory, image_shape).adjoint(jnp.asarray(dcf) * kspace)
+        return np.asarray(rss(coil_images, axis=-ndim - 1), np.float32)
+    if options.maps != "espirit":
+        raise InvalidDataError(f"coil maps {options.maps!r} need Cartesian k-space; non-Cartesian data "
+                               "uses ESPIRiT on the gridded k-space centre (--maps espirit)")
+    calib = 24 if options.calib is None else min(options.calib)
+    maps = noncartesian_maps(kspace, trajectory, image_shape, calib=min(calib, *image_shape), dcf=dcf)
+    A = NonCartesianMRI(maps, trajectory)
+    norm = operator_norm(A)
+    return _solve(Scaled(A, 1 / norm), kspace / norm, options)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -31,3 +33,8 @@ def nudft_matrix(k: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     n = np.meshgrid(*[np.arange(s) - s // 2 for s in shape], indexing="ij")
     phase = sum(np.multiply.outer(k[:, d].astype(np.float64), n[d] / s) for d, s in enumerate(shape))
     return np.exp(-2j * np.pi * phase).reshape(len(k), -1) / np.sqrt(np.prod(shape))
+
+
+def rngs(seed: int = 0) -> nnx.Rngs:
+    """Parameter keys of XLA's RBG generator: ~6x quicker to compile than threefry on a CPU."""
+    return nnx.Rngs(jax.random.key(seed, impl="rbg"))

@@ -116,7 +116,10 @@ def joseph_reference(image, p, px, py, vx, vy) -> float:
         m = minor(centre)
         i = int(np.floor(m))
         f = m - i
-        total += ((1 - f) * line[i] if 0 <= i < len(line) else 0) + (f * line[i + 1] if 0 <= i + 1 < len(line) else 0)
+        if 0 <= i < len(line):
+            total += (1 - f) * line[i]
+        if 0 <= i + 1 < len(line):
+            total += f * line[i + 1]
     return total * p * np.hypot(vx, vy) / max(abs(vx), abs(vy))
 
 
@@ -140,7 +143,9 @@ def ball_image(shape, p, centre, r, mu, sub=3) -> np.ndarray:
     def samples(n, sign):  # pixel-centre coordinates (mm) of each sub-sample along one axis
         return (sign * (np.arange(n) - (n - 1) / 2)[:, None] + offsets).reshape(-1) * p
 
-    axes = [samples(shape[-1], 1), samples(shape[-2], -1)] + ([samples(shape[0], 1)] if len(shape) == 3 else [])
+    axes = [samples(shape[-1], 1), samples(shape[-2], -1)]  # x, y
+    if len(shape) == 3:
+        axes.append(samples(shape[0], 1))  # z
     grids = np.meshgrid(*axes[::-1], indexing="ij")  # (z,) y, x
     inside = sum((g - c) ** 2 for g, c in zip(grids, centre[::-1])) < r * r
     blocks = inside.reshape([k for n in shape for k in (n, sub)])
@@ -333,12 +338,14 @@ for mode in (joseph.MODE_PARALLEL, joseph.MODE_FAN_FLAT, joseph.MODE_FAN_ARC):
     geom = (0.9, 0.3, 0.8, 40.0, 70.0, mode)
     cpu, gpu = joseph.forward_2d(image, angles, 20, *geom), joseph_cuda.forward_2d(image, angles, 20, *geom)
     errors[f"forward_2d {mode}"] = float(np.abs(cpu - gpu).max() / np.abs(cpu).max())
-    cpu, gpu = joseph.adjoint_2d(sino, angles, 12, 16, *geom), joseph_cuda.adjoint_2d(sino, angles, 12, 16, *geom)
+    cpu = joseph.adjoint_2d(sino, angles, 12, 16, *geom)
+    gpu = joseph_cuda.adjoint_2d(sino, angles, 12, 16, *geom)
     errors[f"adjoint_2d {mode}"] = float(np.abs(cpu - gpu).max() / np.abs(cpu).max())
 volume = rng.random((16, 5, 6)).astype(np.float32)  # tall, source close: x, y and z walks
 angles = np.linspace(0, 2 * np.pi, 3, endpoint=False)
 geom = (6.0, 1.5, 2.0, -0.4, 1.0, 9.0, 18.0)
-cpu, gpu = joseph.forward_cone(volume, angles, 8, 9, *geom), joseph_cuda.forward_cone(volume, angles, 8, 9, *geom)
+cpu = joseph.forward_cone(volume, angles, 8, 9, *geom)
+gpu = joseph_cuda.forward_cone(volume, angles, 8, 9, *geom)
 errors["forward_cone"] = float(np.abs(cpu - gpu).max() / np.abs(cpu).max())
 proj = rng.random(cpu.shape).astype(np.float32)
 cpu = joseph.adjoint_cone(proj, angles, 16, 5, 6, *geom)

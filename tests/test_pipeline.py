@@ -13,7 +13,7 @@ from physics.noise import noise_covariance, whitening_matrix
 from physics.sampling import equispaced_mask
 from recon.io import open_raw, read_noise
 from recon.metrics import evaluate
-from recon.pipeline import ReconOptions, coil_maps, reconstruct, reconstruct_slice
+from recon.pipeline import ReconOptions, coil_maps, reconstruct_slice
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +87,47 @@ def test_prewhitening_with_real_noise_scan(data_dir, rng):
     assert plain.shape == white.shape
 
 
-def test_reconstruct_many_slices_and_progress(brain):
-    kspace, _ = brain
-    mask = equispaced_mask(kspace.shape[-1], 2, 0.16, seed=0)
-    ticks = []
-    images = reconstruct([(kspace, mask), (kspace[::-1], mask)], ReconOptions(method="zero-filled"),
-                         progress=lambda: ticks.append(1))
-    assert images.shape == (2, 256, 256) and images.dtype == np.float32 and len(ticks) == 2
-
-
 def test_options_are_validated():
     for bad in ({"method": "magic"}, {"maps": "x"}, {"iterations": 0}, {"lam": -1}, {"crop": 1.0}):
         with pytest.raises(InvalidDataError):
             ReconOptions(**bad)
     assert dataclasses.replace(ReconOptions(), lam=0.5).lam == 0.5
+
+
+def test_noncartesian_methods_on_simulated_radial_data():
+    """48 golden-angle spokes for a 96^2 image (~3x under Nyquist): CS beats SENSE beats gridding."""
+    from physics.simulation import simulate_radial
+    from recon.pipeline import reconstruct_noncartesian_slice
+
+    sim = simulate_radial(96, 8, 1, spokes=48, snr_db=30, seed=2)
+    ref = sim.reference
+
+    def score(method):
+        x = reconstruct_noncartesian_slice(sim.kspace[0], sim.trajectory, (96, 96), ReconOptions(method=method))
+        s = np.vdot(x, ref[0]).real / np.vdot(x, x).real  # the maps' normalisation fixes no global scale
+        return evaluate(ref, s * x[None])["psnr"]
+
+    scores = {m: score(m) for m in ("zero-filled", "sense", "tv")}
+    assert scores["tv"] > scores["sense"] + 2 and scores["sense"] > scores["zero-filled"] + 1, scores
+
+
+def test_noncartesian_real_radial_cardiac(data_dir):
+    """The real 12-channel radial scan (25 spokes): our gridding reproduces the file's DCF-weighted
+    exact-NUDFT image; SENSE (maps from the gridded centre) removes most of its streaks, which
+    fill the anatomy-free bottom band of the field of view."""
+    import h5py
+
+    from recon.pipeline import reconstruct_noncartesian_slice
+
+    with h5py.File(data_dir / "cardiac_radial_12ch_real.h5") as f:
+        kspace = f["kspace"][0]
+        traj = 256 * f["trajectory"][()][..., ::-1]  # (kx, ky) cycles/pixel -> (ky, kx) cycles/FOV
+        gridding, dcf = f["gridding_rss"][0], f["dcf"][()]
+    traj = np.where(traj >= 128, traj - 256, traj).astype(np.float32)  # +N/2 wraps to -N/2
+    zf = reconstruct_noncartesian_slice(kspace, traj, (256, 256), ReconOptions(method="zero-filled"), dcf=dcf)
+    assert np.corrcoef(zf.ravel(), gridding.ravel())[0, 1] > 0.99
+    x = reconstruct_noncartesian_slice(kspace, traj, (256, 256), ReconOptions(method="sense", iterations=10),
+                                       dcf=dcf)
+    streaks = lambda im: im[215:].mean() / im[64:192, 64:192].mean()  # noqa: E731
+    assert streaks(x) < 0.3 * streaks(zf), (streaks(x), streaks(zf))
+    assert np.isfinite(x).all() and x.shape == (256, 256)
