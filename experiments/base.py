@@ -1,0 +1,262 @@
+"""The experiment record and its runner: data, model, training, saved inference weights, scores.
+
+An :class:`Experiment` is plain data (JSON-serialisable, :meth:`Experiment.to_dict`): the model
+config of :func:`recon.unrolled.build_model`, the :class:`recon.train.TrainConfig`, the data
+description (:class:`MRIData` or :class:`CTData`) and the default number of steps. :func:`run`
+simulates (or reuses) its data in ``out/data``, trains into ``out`` (checkpoints,
+``metrics.jsonl``, ``curves.png``; resumable) and writes the inference weights to ``out/model``
+(``weights.msgpack`` + ``config.json``, what ``recon reconstruct --weights`` reads) with the
+experiment itself (``experiment.json``, what ``recon evaluate --model`` reads to rebuild the test
+set). :func:`evaluate` scores saved weights on the experiment's held-out test set.
+
+What a model is trained on: E2E-VarNet on the examples of :class:`recon.data.SliceDataset`;
+VarNet and MoDL on the same examples with ESPIRiT maps (:class:`recon.learned.MapsDataset`)
+through :class:`recon.learned.MultiCoilAdapter`; any operator model on CT examples through
+:class:`recon.learned.CTAdapter` (:meth:`Experiment.wrap`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import pkgutil
+import secrets
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+from flax import nnx
+
+from physics.ct_geometry import CTGeometry, parallel_beam
+from physics.ct_phantom import anatomical_ellipses, ellipse_image, ellipse_sinogram, scale_ellipses
+from physics.errors import FileFormatError, InvalidDataError, OutputError
+from recon.data import CTSliceDataset, Dataset, low_dose, simulated_dataset
+from recon.io import write_ct
+from recon.learned import CTAdapter, MapsDataset, MultiCoilAdapter, load_trained, score_test_set
+from recon.train import save_model, train
+from recon.unrolled import E2EVarNet, LearnedPrimalDual, build_model
+
+EXPERIMENT_FILE = "experiment.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class MRIData:
+    """Simulated multi-coil brain slices (:func:`recon.data.simulated_dataset`), fresh random
+    column masks per example; the test set uses other phantom seeds."""
+
+    kind: ClassVar[str] = "mri"
+    size: int = 64
+    coils: int = 8
+    train: int = 64
+    test: int = 8
+    acceleration: float = 4.0
+    center_fraction: float = 0.08
+    snr_db: float = 30.0
+    seed: int = 0
+    test_seed: int = 1000
+
+    def dataset(self, folder: Path, split: str) -> Dataset:
+        """The ``"train"`` or ``"test"`` :class:`recon.data.SliceDataset`, simulated into ``folder``."""
+        n, seed = (self.train, self.seed) if split == "train" else (self.test, self.test_seed)
+        return simulated_dataset(folder, n=n, seed=seed, size=self.size, coils=self.coils,
+                                 snr_db=self.snr_db, acceleration=self.acceleration,
+                                 center_fraction=self.center_fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class CTData:
+    """Simulated 2D parallel-beam CT of thorax phantoms, optionally at low dose.
+
+    Slice ``i`` is the thorax of :func:`physics.ct_phantom.anatomical_ellipses` (random nodules,
+    vessels and lesions) with a seed drawn from ``(seed, i)``, turned by a random angle and shrunk
+    by a random factor in ``[0.75, 1]``; its sinogram is exact (analytic line integrals of the
+    ellipses, so no projector is inverted by itself), ``angles`` views over 180 degrees, bins of one
+    pixel (``fov_mm / size`` mm) covering the image's circumscribed circle. ``dose``: photons per
+    bin ``I0`` of the Poisson noise drawn per example and epoch (:func:`recon.data.low_dose`);
+    ``None`` keeps the sinograms noiseless. Targets are the phantom images in mm^-1.
+    """
+
+    kind: ClassVar[str] = "ct"
+    size: int = 64
+    angles: int = 60
+    fov_mm: float = 400.0
+    train: int = 64
+    test: int = 8
+    dose: float | None = 1e4
+    seed: int = 0
+    test_seed: int = 1000
+
+    def geometry(self) -> CTGeometry:
+        pixel = self.fov_mm / self.size
+        return parallel_beam((self.size, self.size), np.linspace(0, np.pi, self.angles, endpoint=False),
+                             int(np.ceil(self.size * np.sqrt(2))) + 2, detector_spacing=pixel,
+                             pixel_size=pixel)
+
+    def dataset(self, folder: Path, split: str) -> Dataset:
+        """The ``"train"`` or ``"test"`` :class:`recon.data.CTSliceDataset`, simulated into ``folder``
+        (one file per split and parameters, reused when present)."""
+        n, seed = (self.train, self.seed) if split == "train" else (self.test, self.test_seed)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidDataError(f"CTData: {split} must be a positive number of slices, got {n!r}")
+        g = self.geometry()
+        path = folder / (f"thorax_{self.size}px_{self.angles}angles_{self.fov_mm:g}mm_seed{seed}_"
+                         f"n{n}.h5")
+        if not path.exists():
+            tables = [scale_ellipses(_thorax(int(np.random.SeedSequence([seed, i]).generate_state(1)[0])),
+                                     g.image_shape, pixel_size=g.pixel_size) for i in range(n)]
+            write_ct(path, np.stack([ellipse_sinogram(g, t) for t in tables]), g,
+                     image=np.stack([ellipse_image(t, g.image_shape, pixel_size=g.pixel_size)
+                                     for t in tables]),
+                     attrs={"source": "experiments.base.CTData: thorax phantoms, exact sinograms",
+                            "seed": seed})
+        return CTSliceDataset(path, noise=None if self.dose is None else low_dose(self.dose), seed=seed)
+
+
+def _thorax(seed: int) -> np.ndarray:
+    """The thorax table of ``seed`` (unit coordinates) turned and shrunk at random about the centre."""
+    rng = np.random.default_rng([seed, 0x7468])
+    table = anatomical_ellipses(seed=seed).copy()
+    turn, shrink = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.75, 1.0)
+    c, s = np.cos(turn), np.sin(turn)
+    x, y = table[:, 3].copy(), table[:, 4].copy()
+    table[:, 3], table[:, 4] = shrink * (c * x - s * y), shrink * (s * x + c * y)
+    table[:, 1:3] *= shrink
+    table[:, 5] += np.degrees(turn)
+    return table
+
+
+_DATA = {cls.kind: cls for cls in (MRIData, CTData)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment: ``model`` (config of ``build_model``), ``train`` (TrainConfig fields),
+    ``data`` and the default ``steps``."""
+
+    name: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    data: MRIData | CTData
+    steps: int
+
+    def datasets(self, folder: Path) -> tuple[Dataset, Dataset]:
+        """``(train, test)`` datasets simulated into ``folder`` (created), in the form the model of
+        :meth:`build` takes (with coil maps for VarNet and MoDL on MRI data)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return self.dataset(folder, "train"), self.dataset(folder, "test")
+
+    def dataset(self, folder: Path, split: str) -> Dataset:
+        """The ``"train"`` or ``"test"`` dataset of :meth:`datasets` (``folder`` must exist)."""
+        data = self.data.dataset(folder, split)
+        operator_mri = self.data.kind == "mri" and self.model.get("model") in ("varnet", "modl")
+        return MapsDataset(data) if operator_mri else data
+
+    def build(self) -> nnx.Module:
+        """The trainable module: :meth:`wrap` of a fresh ``build_model(self.model)``."""
+        return self.wrap(build_model(self.model, nnx.Rngs(jax.random.key(self.data.seed, impl="rbg"))))
+
+    def wrap(self, net: nnx.Module) -> nnx.Module:
+        """``net`` in the form that takes this experiment's examples (module docstring).
+
+        Raises:
+            InvalidDataError: E2E-VarNet on CT data, the learned primal-dual on multi-coil MRI.
+        """
+        if self.data.kind == "ct":
+            if isinstance(net, E2EVarNet):
+                raise InvalidDataError(f"experiment {self.name}: an e2e_varnet model takes multi-coil "
+                                       "k-space, not CT sinograms")
+            return CTAdapter(net, self.data.geometry())
+        if isinstance(net, E2EVarNet):
+            return net
+        if isinstance(net, LearnedPrimalDual):
+            raise InvalidDataError(f"experiment {self.name}: the learned primal-dual takes 2D data "
+                                   "(CTData), not multi-coil k-space")
+        return MultiCoilAdapter(net)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The experiment as JSON-ready data (:meth:`from_dict` inverts it)."""
+        return {"name": self.name, "model": dict(self.model), "train": dict(self.train),
+                "data": {"kind": self.data.kind, **dataclasses.asdict(self.data)}, "steps": self.steps}
+
+    @classmethod
+    def from_dict(cls, record: Any, where: str = "experiment") -> Experiment:
+        """The experiment of a :meth:`to_dict` record; an unknown or missing field raises
+        :class:`InvalidDataError` naming ``where``."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(record, dict) or set(record) != fields or not isinstance(record["data"], dict):
+            got = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise InvalidDataError(f"{where}: expected an object with fields {sorted(fields)} (data an "
+                                   f"object), got {got}")
+        data = dict(record["data"])
+        kind = data.pop("kind", None)
+        if kind not in _DATA:
+            raise InvalidDataError(f"{where}: data kind {kind!r}, expected one of {sorted(_DATA)}")
+        known = {f.name for f in dataclasses.fields(_DATA[kind])}
+        if set(data) - known:
+            raise InvalidDataError(f"{where}: unknown {kind} data field(s) {sorted(set(data) - known)}; "
+                                   f"known: {sorted(known)}")
+        if not isinstance(record["model"], dict) or not isinstance(record["train"], dict):
+            raise InvalidDataError(f"{where}: model and train must be JSON objects")
+        return cls(str(record["name"]), record["model"], record["train"], _DATA[kind](**data),
+                   record["steps"])
+
+
+def get(name: str) -> Experiment:
+    """``EXPERIMENT`` of module ``experiments.<name>`` (``name`` may use dashes), or the experiment
+    of a JSON file (a path ending in ``.json``, e.g. ``out/model/experiment.json`` of :func:`run`)."""
+    if name.endswith(".json"):
+        path = Path(name)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileFormatError(f"{path}: no such experiment file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FileFormatError(f"{path}: not a readable JSON experiment ({e})") from e
+        return Experiment.from_dict(record, str(path))
+    module_name = name.replace("-", "_")
+    known = sorted(m.name for m in pkgutil.iter_modules(__import__("experiments").__path__)
+                   if m.name != "base")
+    if module_name not in known:
+        raise InvalidDataError(f"unknown experiment {name!r}; known: {', '.join(known)} (or a path "
+                               "to an experiment .json)")
+    return importlib.import_module(f"experiments.{module_name}").EXPERIMENT
+
+
+def run(experiment: Experiment, out: Path, *, steps: int | None = None, resume: bool = False,
+        progress: bool = True) -> list[dict[str, Any]]:
+    """Train ``experiment`` into ``out``; save its inference weights and itself in ``out/model``."""
+    out = Path(out)
+    model = experiment.build()
+    folder = out / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**experiment.train, "model": experiment.model}
+    history = train(model, config, experiment.dataset(folder, "train"), out,
+                    steps=steps or experiment.steps, resume=resume, progress=progress)
+    net = model.net if isinstance(model, (MultiCoilAdapter, CTAdapter)) else model
+    save_model(net, experiment.model, out / "model")
+    _write_json(out / "model" / EXPERIMENT_FILE, experiment.to_dict())
+    return history
+
+
+def evaluate(experiment: Experiment, model_dir: Path, folder: Path) -> dict[str, dict[str, float]]:
+    """Scores of the model saved in ``model_dir`` and of the baseline on the experiment's test set
+    (simulated into ``folder``, created): :func:`recon.learned.score_test_set`."""
+    model = experiment.wrap(load_trained(model_dir))
+    folder.mkdir(parents=True, exist_ok=True)
+    return score_test_set(model, experiment.dataset(folder, "test"))
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` as JSON to a temporary file beside ``path``, then rename it onto ``path``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e

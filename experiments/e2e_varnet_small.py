@@ -1,0 +1,29 @@
+"""E2E-VarNet (Sriram et al. 2020), small: 8-coil simulated brain slices at 4x, CPU-sized.
+
+``EXPERIMENT`` trains in minutes on a 2-core CPU and is the model shipped in
+``recon/data/e2e_varnet_small`` (``recon demo``, ``recon reconstruct --method e2e-varnet``).
+``FULL`` is the paper's configuration for fastMRI brain/knee on a GPU (12 cascades, U-Nets of
+18 channels and 4 pools, sensitivity U-Net 8/4, Adam 3e-4, SSIM loss, 50 epochs of ~35k slices,
+batch 1).
+"""
+
+from experiments.base import Experiment, MRIData
+
+EXPERIMENT = Experiment(
+    name="e2e_varnet_small",
+    model={"model": "e2e_varnet", "cascades": 4, "chans": 8, "pools": 3, "sens_chans": 4, "sens_pools": 3},
+    train={"optimizer": "adam", "learning_rate": 1e-3, "warmup_steps": 50, "decay_steps": 1200,
+           "end_learning_rate": 1e-5, "clip_norm": 1.0, "loss": {"ssim": 0.84, "l1": 0.16},
+           "batch_size": 1, "checkpoint_every": 200},
+    data=MRIData(size=96, coils=8, train=96, test=8, acceleration=4.0, center_fraction=0.08),
+    steps=1200,
+)
+
+FULL = Experiment(
+    name="e2e_varnet_full",
+    model={"model": "e2e_varnet", "cascades": 12, "chans": 18, "pools": 4, "sens_chans": 8, "sens_pools": 4},
+    train={"optimizer": "adam", "learning_rate": 3e-4, "warmup_steps": 0, "decay_steps": 50 * 35_000,
+           "loss": {"ssim": 1.0}, "batch_size": 1, "checkpoint_every": 5000},
+    data=MRIData(size=320, coils=16, train=35_000, test=2_000),
+    steps=50 * 35_000,
+)
