@@ -1,4 +1,4 @@
-"""The ``recon`` command line: simulate, simulate-ct, undersample, reconstruct, evaluate, demo.
+"""The ``recon`` command line: simulate, simulate-ct, undersample, reconstruct, evaluate, train, demo.
 
 Bad input prints one line ``recon: error: ...`` on stderr and exits with status 2.
 """
@@ -128,20 +128,21 @@ def _undersample(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _slice_jobs(path: Path, options, whitening):
+def _slice_jobs(path: Path, cartesian, noncartesian):
     """``(num_slices, num_coils, iterator of zero-argument functions, one image per slice)`` of a
-    fastMRI, non-Cartesian or ISMRMRD raw file; the files are read lazily."""
+    fastMRI, non-Cartesian or ISMRMRD raw file; the files are read lazily. ``cartesian(kspace,
+    mask)`` reconstructs a Cartesian slice, ``noncartesian(kspace, trajectory=, image_shape=, dcf=)``
+    a non-Cartesian one (``None``: the method has none)."""
     from functools import partial
 
     from recon.io import is_noncartesian, open_raw, read_noncartesian
     from recon.ismrmrd import is_ismrmrd, read_ismrmrd
-    from recon.pipeline import reconstruct_noncartesian_slice, reconstruct_slice
 
-    cartesian = partial(reconstruct_slice, options=options, whitening=whitening)
     if is_noncartesian(path):
+        if noncartesian is None:
+            raise InvalidDataError(f"{path} holds non-Cartesian k-space; this method needs Cartesian k-space")
         d = read_noncartesian(path)
-        one = partial(reconstruct_noncartesian_slice, trajectory=d.trajectory, image_shape=d.image_shape,
-                      options=options, dcf=d.dcf, whitening=whitening)
+        one = partial(noncartesian, trajectory=d.trajectory, image_shape=d.image_shape, dcf=d.dcf)
         yield len(d.kspace), d.kspace.shape[1], (partial(one, k) for k in d.kspace)
     elif is_ismrmrd(path):
         kspace, _ = read_ismrmrd(path)
@@ -152,52 +153,79 @@ def _slice_jobs(path: Path, options, whitening):
                                                   for i in range(raw.num_slices))
 
 
+def _learned_model(args: argparse.Namespace):
+    """``(model, parameters)`` of a learned ``--method``: the trained weights and where they came from."""
+    from recon.learned import default_weights, load_trained
+
+    weights = args.weights or default_weights(args.method)
+    model = load_trained(weights, method=args.method)
+    return model, {"weights": str(weights), "model": model.config.to_dict()}
+
+
 def _reconstruct_ct(args: argparse.Namespace) -> None:
     from recon.ct import CT_METHODS, reconstruct_ct
     from recon.io import read_ct, write_reconstruction
+    from recon.learned import LEARNED_METHODS, reconstruct_learned_ct
 
     method = args.method or "fbp"
-    if method not in CT_METHODS:
-        raise InvalidDataError(f"{args.input} is a CT file: --method must be one of {CT_METHODS}, got {method!r}")
+    if method not in CT_METHODS + tuple(LEARNED_METHODS):
+        raise InvalidDataError(f"{args.input} is a CT file: --method must be one of "
+                               f"{CT_METHODS + tuple(LEARNED_METHODS)}, got {method!r}")
+    if method in LEARNED_METHODS:
+        model, parameters = _learned_model(args)
+    else:
+        parameters = {"iterations": args.iterations, "lambda": args.lam, "filter": args.filter}
     data = read_ct(args.input)
     g = data.geometry
     with progress_bar(method) as bar:
         task = bar.add_task("slices", total=1 if g.kind == "cone" else len(data.sinogram))
-        images = reconstruct_ct(data.sinogram, g, method=method, iterations=args.iterations,
-                                lam=args.lam, filter=args.filter, progress=lambda: bar.advance(task))
-    attrs = {"method": method, "parameters": {"iterations": args.iterations, "lambda": args.lam,
-             "filter": args.filter}, "input": str(args.input), "units": "mm^-1",
+        if method in LEARNED_METHODS:
+            images = reconstruct_learned_ct(model, data.sinogram, g, progress=lambda: bar.advance(task))
+        else:
+            images = reconstruct_ct(data.sinogram, g, method=method, iterations=args.iterations,
+                                    lam=args.lam, filter=args.filter, progress=lambda: bar.advance(task))
+    attrs = {"method": method, "parameters": parameters, "input": str(args.input), "units": "mm^-1",
              "pixel_size_mm": g.pixel_size}
     write_reconstruction(args.output, images, attrs=attrs, input_path=args.input)
     print(f"wrote {args.output}: reconstruction {images.shape}")
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
+    from functools import partial
+
     from physics.noise import noise_covariance, whitening_matrix
     from recon.io import is_ct, read_noise, write_reconstruction
-    from recon.pipeline import ReconOptions
+    from recon.learned import LEARNED_METHODS, reconstruct_learned
+    from recon.pipeline import ReconOptions, reconstruct_noncartesian_slice, reconstruct_slice
 
     if is_ct(args.input):
         return _reconstruct_ct(args)
-    options = ReconOptions(method=args.method or "sense", maps=args.maps, iterations=args.iterations,
-                           lam=args.lam, calib=args.calib, kernel=args.kernel, crop=args.crop)
+    method = args.method or "sense"
     whitening = None
     if args.noise is not None:
         whitening = whitening_matrix(noise_covariance(read_noise(args.noise)))
-    with _slice_jobs(args.input, options, whitening) as (num_slices, num_coils, jobs):
+    if method in LEARNED_METHODS:
+        model, parameters = _learned_model(args)
+        cartesian, noncartesian = partial(reconstruct_learned, model, whitening=whitening), None
+    else:
+        options = ReconOptions(method=method, maps=args.maps, iterations=args.iterations, lam=args.lam,
+                               calib=args.calib, kernel=args.kernel, crop=args.crop)
+        parameters = {k: v for k, v in vars(options).items() if k != "method"}
+        cartesian = partial(reconstruct_slice, options=options, whitening=whitening)
+        noncartesian = partial(reconstruct_noncartesian_slice, options=options, whitening=whitening)
+    with _slice_jobs(args.input, cartesian, noncartesian) as (num_slices, num_coils, jobs):
         if whitening is not None and whitening.shape[0] != num_coils:
             raise InvalidDataError(f"{args.noise}: noise scan has {whitening.shape[0]} coils, "
                                    f"{args.input} has {num_coils}")
         images = []
-        with progress_bar(options.method) as bar:
+        with progress_bar(method) as bar:
             task = bar.add_task("slices", total=num_slices)
             for job in jobs:
                 images.append(job())
                 bar.advance(task)
     images = np.stack(images)
-    attrs = {"method": options.method, "parameters": {
-        k: v for k, v in vars(options).items() if k != "method"}, "input": str(args.input),
-        "prewhitened": args.noise is not None}
+    attrs = {"method": method, "parameters": parameters, "input": str(args.input),
+             "prewhitened": args.noise is not None}
     write_reconstruction(args.output, images, attrs=attrs, input_path=args.input)
     print(f"wrote {args.output}: reconstruction {images.shape}")
 
@@ -214,10 +242,19 @@ def _reference_dataset(path: Path) -> str:
         return "image" if "image" in f and "reconstruction_rss" not in f else "reconstruction_rss"
 
 
+def _print_scores(scores: dict[str, float], label: str = "") -> None:
+    print(label + "  ".join(f"{k.upper()} {v:.4g}" for k, v in scores.items()))
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from recon.io import center_crop, read_images
     from recon.metrics import evaluate
 
+    if args.model is not None:
+        return _evaluate_model(args)
+    if args.input is None or args.reference is None:
+        raise InvalidDataError("recon evaluate needs INPUT and --reference REF (or --model DIR to score "
+                               "a trained model on its experiment's test set)")
     reference = read_images(args.reference, args.reference_dataset or _reference_dataset(args.reference))
     images = read_images(args.input, "reconstruction")
     if images.shape[0] != reference.shape[0]:
@@ -227,7 +264,42 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(scores))
     else:
-        print("  ".join(f"{k.upper()} {v:.4g}" for k, v in scores.items()))
+        _print_scores(scores)
+
+
+def _evaluate_model(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from experiments.base import EXPERIMENT_FILE, evaluate, get
+
+    if args.input is not None or args.reference is not None:
+        raise InvalidDataError("--model scores a trained model on its experiment's test set and takes "
+                               "no INPUT or --reference; to score a file, run recon reconstruct --method "
+                               "... --weights DIR, then recon evaluate OUT --reference REF")
+    spec = args.experiment or str(args.model / EXPERIMENT_FILE)
+    if args.experiment is None and not Path(spec).is_file():
+        raise InvalidDataError(f"{args.model} has no {EXPERIMENT_FILE}; name its experiment with "
+                               "--experiment NAME (or a .json file)")
+    experiment = get(spec)
+    with contextlib.ExitStack() as stack:
+        folder = args.data or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recon-eval-")))
+        scores = evaluate(experiment, args.model, folder)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for name, values in scores.items():
+            _print_scores(values, f"{name:12s} ")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from experiments.base import get, run
+
+    experiment = get(args.experiment)
+    out = args.out or Path("out/train") / experiment.name
+    history = run(experiment, out, steps=args.steps, resume=args.resume)
+    last = history[-1]
+    print(f"trained {experiment.name}: {last['step']} steps, loss {last['loss']:.4g}; "
+          f"wrote {out / 'model'}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -235,13 +307,14 @@ def _demo(args: argparse.Namespace) -> None:
 
     metrics = run_demo(Path(args.out))
     for method, scores in metrics.items():
-        print(f"{method:12s} " + "  ".join(f"{k.upper()} {v:.4g}" for k, v in scores.items()))
+        _print_scores(scores, f"{method:12s} ")
     print(f"wrote {args.out}/")
 
 
 # ------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from recon.ct import CT_METHODS
+    from recon.learned import LEARNED_METHODS
     from recon.pipeline import MAPS, METHODS, ReconOptions
 
     defaults = ReconOptions()
@@ -294,8 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reconstruct", help="reconstruct images from raw k-space or a CT sinogram")
     s.add_argument("input", type=Path)
     s.add_argument("-o", "--output", required=True, type=Path)
-    s.add_argument("--method", choices=METHODS + CT_METHODS, default=None,
+    s.add_argument("--method", choices=METHODS + CT_METHODS + tuple(LEARNED_METHODS), default=None,
                    help="default: sense (MRI), fbp (CT)")
+    s.add_argument("--weights", type=Path, default=None,
+                   help="learned methods: model folder of recon train (default for e2e-varnet: the "
+                        "model shipped in the package)")
     s.add_argument("--filter", choices=("ramp", "shepp-logan", "cosine", "hann"), default="ramp",
                    help="CT FBP/FDK filter")
     s.add_argument("--maps", choices=MAPS, default=defaults.maps, help="coil-map estimate")
@@ -313,13 +389,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HDF5 noise scan (dataset 'noise' (coils, samples)) for pre-whitening")
     s.set_defaults(run=_reconstruct)
 
-    s = sub.add_parser("evaluate", help="NMSE, PSNR and SSIM against a reference (fastMRI style)")
-    s.add_argument("input", type=Path, help="file with 'reconstruction'")
-    s.add_argument("--reference", required=True, type=Path)
+    s = sub.add_parser("evaluate", help="NMSE, PSNR and SSIM against a reference (fastMRI style), or of "
+                                        "a trained model on its experiment's test set")
+    s.add_argument("input", type=Path, nargs="?", default=None, help="file with 'reconstruction'")
+    s.add_argument("--reference", type=Path, default=None)
     s.add_argument("--reference-dataset", default=None,
                    help="default: reconstruction_rss (MRI) or image (CT)")
+    s.add_argument("--model", type=Path, default=None,
+                   help="model folder of recon train: score it and the zero-filled (MRI) or FBP (CT) "
+                        "baseline on the experiment's held-out test set")
+    s.add_argument("--experiment", default=None,
+                   help="with --model: experiment name or .json (default: DIR/experiment.json)")
+    s.add_argument("--data", type=Path, default=None,
+                   help="with --model: folder for the simulated test set (default: a temporary one)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_evaluate)
+
+    s = sub.add_parser("train", help="train an experiment (experiments/<name>.py or a .json)")
+    s.add_argument("experiment", help="experiment name, e.g. e2e_varnet_small, or an experiment .json")
+    s.add_argument("--out", type=Path, default=None, help="training folder (default: out/train/NAME)")
+    s.add_argument("--steps", type=int, default=None, help="total steps (default: the experiment's)")
+    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    s.set_defaults(run=_train)
 
     s = sub.add_parser("demo", help="undersample and reconstruct bundled data, write a figure")
     s.add_argument("--out", default="out/demo")
