@@ -100,11 +100,10 @@ def _joseph_tables(geometry: CTGeometry, theta: np.ndarray, columns: bool) -> di
     row ``r`` at column coordinate ``(nx - 1)/2 + u_j / (p cos) + (r - (ny - 1)/2) sin / cos``.
     Both are ``det[j] + line[l]``, returned split by :func:`_split`, with the weights ``p / |step|``.
     """
-    (n_det,), (du,), (offset,), p = (geometry.detector_shape, geometry.detector_spacing,
-                                     geometry.detector_offset, geometry.pixel_size)
+    p = geometry.pixel_size
     ny, nx = geometry.image_shape
     n_len, n_lines = (ny, nx) if columns else (nx, ny)
-    u = (np.arange(n_det) - (n_det - 1) / 2) * du + offset
+    u = geometry.detector_positions()
     sin, cos = np.sin(theta)[:, None], np.cos(theta)[:, None]
     step, across, sign = (sin, cos, -1.0) if columns else (cos, sin, 1.0)
     det = (n_len - 1) / 2 + sign * u / (p * step)

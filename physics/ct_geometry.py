@@ -120,6 +120,17 @@ class CTGeometry:
         """Angles as a float64 array in radians."""
         return np.asarray(self.angles, np.float64)
 
+    def detector_positions(self, axis: int = -1) -> np.ndarray:
+        """Bin centres in mm along detector axis ``-1`` (``u``) or ``0`` (``v``, cone rows), float64:
+        ``(j - (n - 1) / 2) * spacing + offset`` (arc length on an arc detector)."""
+        n = self.detector_shape[axis]
+        return (np.arange(n) - (n - 1) / 2.0) * self.detector_spacing[axis] + self.detector_offset[axis]
+
+    def pixel_positions(self) -> list[np.ndarray]:
+        """Pixel-centre coordinates in mm per image axis, float64, ``(k - (n - 1) / 2) * pixel_size``,
+        increasing with the index (so ``x`` and ``z`` directly; ``y = -positions[-2]``, y points up)."""
+        return [(np.arange(n) - (n - 1) / 2.0) * self.pixel_size for n in self.image_shape]
+
     @property
     def magnification(self) -> float:
         """``D / R`` (1 for parallel beam)."""

@@ -214,7 +214,7 @@ def _rays(geometry: CTGeometry) -> tuple[np.ndarray, np.ndarray]:
     theta = geometry.angles_array
     d = np.stack([np.sin(theta), -np.cos(theta)], -1)
     e_u = np.stack([np.cos(theta), np.sin(theta)], -1)
-    u = _bin_centres(geometry, -1)
+    u = geometry.detector_positions(-1)
     d, e_u = d[:, None, :], e_u[:, None, :]  # (angles, 1, 2) against u (n_u, 1)
     if geometry.kind == "parallel":
         return u[:, None] * e_u, d
@@ -226,19 +226,13 @@ def _rays(geometry: CTGeometry) -> tuple[np.ndarray, np.ndarray]:
     else:
         target = -(D - R) * d + u[:, None] * e_u
     if geometry.kind == "cone":  # rows along z: (angles, rows, cols, 3)
-        v = _bin_centres(geometry, 0)
+        v = geometry.detector_positions(0)
         shape = (theta.size, v.size, u.size)
         source = np.concatenate([source, np.zeros_like(source[..., :1])], -1)[:, None]
         target = np.concatenate([np.broadcast_to(target[:, None], (*shape, 2)),
                                  np.broadcast_to(v[None, :, None, None], (*shape, 1))], -1)
     ray = target - source
     return source, ray / np.linalg.norm(ray, axis=-1, keepdims=True)
-
-
-def _bin_centres(geometry: CTGeometry, axis: int) -> np.ndarray:
-    """Detector bin centres in mm along axis ``-1`` (``u``) or ``0`` (``v``, cone rows)."""
-    n = geometry.detector_shape[axis]
-    return (np.arange(n) - (n - 1) / 2.0) * geometry.detector_spacing[axis] + geometry.detector_offset[axis]
 
 
 def _check_table(table, d: int) -> np.ndarray:

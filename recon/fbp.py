@@ -136,15 +136,9 @@ def _axis(geometry: CTGeometry, axis: int) -> tuple[int, float, float]:
     return geometry.detector_shape[axis], geometry.detector_spacing[axis], geometry.detector_offset[axis]
 
 
-def _centres(geometry: CTGeometry, axis: int) -> np.ndarray:
-    """Bin centres along a detector axis in mm (arc length on an arc detector), float64."""
-    n, spacing, offset = _axis(geometry, axis)
-    return (np.arange(n) - (n - 1) / 2.0) * spacing + offset
-
-
 def _fan_angles(geometry: CTGeometry) -> np.ndarray:
     """Fan angle ``gamma`` of each bin centre (positive along ``e_u``), radians."""
-    u, D = _centres(geometry, -1), geometry.source_to_detector
+    u, D = geometry.detector_positions(-1), geometry.source_to_detector
     return u / D if geometry.detector == "arc" else np.arctan(u / D)
 
 
@@ -166,9 +160,9 @@ def _data_weights(geometry: CTGeometry) -> np.ndarray:
 
     gamma = _fan_angles(geometry)
     R, D = geometry.source_to_isocenter, geometry.source_to_detector
-    u = _centres(geometry, -1)
+    u = geometry.detector_positions(-1)
     if geometry.kind == "cone":
-        v = _centres(geometry, 0)
+        v = geometry.detector_positions(0)
         pre = D / np.sqrt(D**2 + u[None, :] ** 2 + v[:, None] ** 2)  # (rows, cols)
     else:
         pre = R * np.cos(gamma) if geometry.detector == "arc" else D / np.sqrt(D**2 + u**2)
@@ -225,8 +219,7 @@ def _backproject(q: jax.Array, geometry: CTGeometry) -> jax.Array:
 
     One view per ``lax.scan`` step, with the slices last so that every pixel gathers contiguous
     values (a gather batched over views or leading slices is several times slower on a CPU)."""
-    ps = geometry.pixel_size
-    axes = [(np.arange(n) - (n - 1) / 2.0) * ps for n in geometry.image_shape]
+    axes = geometry.pixel_positions()
     x = jnp.asarray(axes[-1], jnp.float32)
     y = jnp.asarray(-axes[-2][:, None], jnp.float32)  # row 0 is the top
     R, D = geometry.source_to_isocenter, geometry.source_to_detector

@@ -181,12 +181,11 @@ def load_trained(directory: PathLike, *, method: str | None = None) -> nnx.Modul
         raise InvalidDataError(f"unknown learned method {method!r}; expected one of "
                                f"{sorted(LEARNED_METHODS)}")
 
-    def build(config: dict, _: nnx.Rngs) -> nnx.Module:
+    def build(config: dict, rngs: nnx.Rngs) -> nnx.Module:
         if method is not None and config.get("model") != LEARNED_METHODS[method]:
             raise InvalidDataError(f"{Path(directory) / 'config.json'}: a {config.get('model')!r} model, "
                                    f"but --method {method} needs a {LEARNED_METHODS[method]!r} model")
-        # shapes only: random initialisation (compiled per parameter shape) would be overwritten
-        return nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+        return build_model(config, rngs)
 
     return load_model(directory, build)
 

@@ -527,7 +527,8 @@ def load_model(directory: PathLike, build: Callable[[dict, nnx.Rngs], nnx.Module
                               f"({type(e).__name__}: {e})") from e
     if not isinstance(flat, dict) or not all(isinstance(v, np.ndarray) for v in flat.values()):
         raise FileFormatError(f"{path}: expected a flat dict of arrays (written by save_model)")
-    model = build(config, nnx.Rngs(0))
+    # shapes only: a random initialisation (compiled per parameter shape) would be overwritten
+    model = nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
     state = _inference_state(model)
     pure = nnx.to_pure_dict(state)
     _mismatch(_signature(pure), _signature(flat), str(path))
