@@ -14,10 +14,11 @@ own: the inference weights are those of ``adapter.net``):
 
 Coil maps of the operator models are ESPIRiT maps (:func:`recon.pipeline.coil_maps`, the
 pipeline's defaults, so ``sum_c |S_c|^2 = 1`` on the object and ``||A|| <= 1``). In training they
-come from the centre block of ``round(nx * center_fraction)`` columns that every mask of a
-:class:`recon.data.SliceDataset` samples in full, so they do not depend on the random mask and are
-estimated once per slice; on raw data (:func:`reconstruct_learned`) from the largest fully
-sampled centred block of the file's mask, as ``recon reconstruct --method sense`` does.
+come from the centre block of ``round(nx * center_fraction)`` columns (the smallest centre
+fraction of the dataset) that every mask of a :class:`recon.data.SliceDataset` samples in full, so
+they do not depend on the random mask and are estimated once per slice; on raw data
+(:func:`reconstruct_learned`) from the largest fully sampled centred block of the file's mask, as
+``recon reconstruct --method sense`` does.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ PathLike = str | os.PathLike
 LEARNED_METHODS = {"e2e-varnet": "e2e_varnet", "varnet": "varnet", "modl": "modl",
                    "learned-primal-dual": "learned_primal_dual"}
 #: The model shipped in the package (``recon/data/<name>/``), per method.
-_SHIPPED = {"e2e-varnet": "e2e_varnet_small"}
+_SHIPPED = {"e2e-varnet": "e2e_varnet_small", "modl": "modl_small"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ class MapsDataset:
         inputs = example["inputs"]
         if int(index) not in self._maps:
             ny, nx = inputs["mask"].shape
-            calib = (min(ny, MAX_CALIB), round(nx * self.dataset.center_fraction))
+            calib = (min(ny, MAX_CALIB), round(nx * min(self.dataset.center_fractions)))
             self._maps[int(index)] = np.asarray(coil_maps(inputs["masked_kspace"], inputs["mask"],
                                                           ReconOptions(calib=calib)), np.complex64)
         return {"inputs": {**inputs, "maps": self._maps[int(index)]}, "target": example["target"]}
@@ -149,7 +150,8 @@ class MapsDataset:
 # trained models on data
 # ------------------------------------------------------------------------------------------------
 def default_weights(method: str) -> Path:
-    """The folder of the model shipped for ``method``: ``recon/data/e2e_varnet_small`` for ``"e2e-varnet"``.
+    """The folder of the model shipped for ``method``: ``recon/data/e2e_varnet_small`` for
+    ``"e2e-varnet"``, ``recon/data/modl_small`` for ``"modl"``.
 
     Raises:
         InvalidDataError: no model ships for ``method``.

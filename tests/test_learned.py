@@ -230,6 +230,16 @@ def test_e2e_varnet_defaults_to_the_shipped_model(raw, tmp_path, capsys):
                            "e2e-varnet"], "needs Cartesian k-space", tmp_path)
 
 
+def test_modl_defaults_to_the_shipped_model(raw, tmp_path):
+    shipped = default_weights("modl")
+    assert shipped == ROOT / "recon" / "data" / "modl_small"
+    assert load_trained(shipped, method="modl").config.model == "modl"
+    assert main(["reconstruct", str(raw / "r4.h5"), "-o", str(tmp_path / "modl.h5"), "--method", "modl"]) == 0
+    with h5py.File(tmp_path / "modl.h5") as f:
+        assert f["reconstruction"].shape == (2, 32, 32) and np.all(np.isfinite(f["reconstruction"][()]))
+        assert json.loads(f.attrs["parameters"])["weights"] == str(shipped)
+
+
 def test_learned_reconstruct_with_operator_models(runs, raw, tmp_path):
     for name, method in (("modl_small", "modl"), ("varnet_small", "varnet")):
         model_dir = runs(name)[1] / "model"
