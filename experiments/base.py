@@ -2,17 +2,24 @@
 
 An :class:`Experiment` is plain data (JSON-serialisable, :meth:`Experiment.to_dict`): the model
 config of :func:`recon.unrolled.build_model`, the :class:`recon.train.TrainConfig`, the data
-description (:class:`MRIData` or :class:`CTData`) and the default number of steps. :func:`run`
+description (:class:`MRIData`, :class:`CTData` or :class:`LDCTData`), the default number of
+steps and, for adversarial training, ``gan``: the fields that :class:`recon.gan.GANConfig` adds
+to the training config (critic, critic optimiser, adversarial loss and weights, EMA). :func:`run`
 simulates (or reuses) its data in ``out/data``, trains into ``out`` (checkpoints,
-``metrics.jsonl``, ``curves.png``; resumable) and writes the inference weights to ``out/model``
-(``weights.msgpack`` + ``config.json``, what ``recon reconstruct --weights`` reads) with the
-experiment itself (``experiment.json``, what ``recon evaluate --model`` reads to rebuild the test
-set). :func:`evaluate` scores saved weights on the experiment's held-out test set.
+``metrics.jsonl``, ``curves.png``; resumable; :func:`recon.train.train`, or
+:func:`recon.gan.train_gan` with ``gan``) and writes the inference weights to ``out/model``
+(``weights.msgpack`` + ``config.json``, what ``recon reconstruct --weights`` reads; for a GAN the
+averaged generator) with the experiment itself (``experiment.json``, what ``recon evaluate
+--model`` reads to rebuild the test set). :func:`evaluate` scores saved weights on the
+experiment's held-out test set.
 
 What a model is trained on: E2E-VarNet on the examples of :class:`recon.data.SliceDataset`;
 VarNet and MoDL on the same examples with ESPIRiT maps (:class:`recon.learned.MapsDataset`)
 through :class:`recon.learned.MultiCoilAdapter`; any operator model on CT examples through
-:class:`recon.learned.CTAdapter` (:meth:`Experiment.wrap`).
+:class:`recon.learned.CTAdapter`; the image denoisers (``redcnn``, ``unet_denoiser``) on
+low-dose / normal-dose FBP pairs (:class:`LDCTData`) as they are, and on MRI examples with
+ESPIRiT maps through :class:`recon.gan.MultiCoilEnhancer` (the coil-combined zero-filled image
+in; scored with and without hard data consistency) (:meth:`Experiment.wrap`).
 """
 
 from __future__ import annotations
@@ -28,17 +35,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from physics.ct_geometry import CTGeometry, parallel_beam
 from physics.ct_phantom import anatomical_ellipses, ellipse_image, ellipse_sinogram, scale_ellipses
 from physics.errors import FileFormatError, InvalidDataError, OutputError
-from recon.data import CTSliceDataset, Dataset, low_dose, simulated_dataset
+from recon.data import CTSliceDataset, Dataset, LDCTDataset, collate, low_dose, simulated_dataset
+from recon.gan import GANConfig, MultiCoilEnhancer, build_critic, train_gan
 from recon.io import write_ct
 from recon.learned import CTAdapter, MapsDataset, MultiCoilAdapter, load_trained, score_test_set
+from recon.metrics import evaluate as metrics
+from recon.sense import zero_filled
 from recon.train import save_model, train
-from recon.unrolled import E2EVarNet, LearnedPrimalDual, build_model
+from recon.unrolled import DENOISERS, E2EVarNet, LearnedPrimalDual, build_model
 
 EXPERIMENT_FILE = "experiment.json"
 
@@ -46,25 +57,32 @@ EXPERIMENT_FILE = "experiment.json"
 @dataclasses.dataclass(frozen=True)
 class MRIData:
     """Simulated multi-coil brain slices (:func:`recon.data.simulated_dataset`), fresh random
-    column masks per example; the test set uses other phantom seeds."""
+    column masks per example; the test set uses other phantom seeds.
+
+    ``size``, ``slices`` (per file; > 1 takes slices of a 3D phantom), ``acceleration`` (with
+    ``center_fraction``) and ``mask`` may be lists, varied over files or drawn per example as
+    :func:`recon.data.simulated_dataset` and :class:`recon.data.SliceDataset` say.
+    """
 
     kind: ClassVar[str] = "mri"
-    size: int = 64
+    size: int | list[int] = 64
     coils: int = 8
     train: int = 64
     test: int = 8
-    acceleration: float = 4.0
-    center_fraction: float = 0.08
+    acceleration: float | list[float] = 4.0
+    center_fraction: float | list[float] = 0.08
     snr_db: float = 30.0
     seed: int = 0
     test_seed: int = 1000
+    slices: int | list[int] = 1
+    mask: str | list[str] = "random"
 
     def dataset(self, folder: Path, split: str) -> Dataset:
         """The ``"train"`` or ``"test"`` :class:`recon.data.SliceDataset`, simulated into ``folder``."""
         n, seed = (self.train, self.seed) if split == "train" else (self.test, self.test_seed)
         return simulated_dataset(folder, n=n, seed=seed, size=self.size, coils=self.coils,
-                                 snr_db=self.snr_db, acceleration=self.acceleration,
-                                 center_fraction=self.center_fraction)
+                                 snr_db=self.snr_db, slices=self.slices, acceleration=self.acceleration,
+                                 center_fraction=self.center_fraction, mask=self.mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +117,12 @@ class CTData:
     def dataset(self, folder: Path, split: str) -> Dataset:
         """The ``"train"`` or ``"test"`` :class:`recon.data.CTSliceDataset`, simulated into ``folder``
         (one file per split and parameters, reused when present)."""
+        path, seed = self.simulate(folder, split)
+        return CTSliceDataset(path, noise=None if self.dose is None else low_dose(self.dose), seed=seed)
+
+    def simulate(self, folder: Path, split: str) -> tuple[Path, int]:
+        """``(file, seed)`` of the ``"train"`` or ``"test"`` phantoms and their exact sinograms in
+        ``folder`` (written if missing)."""
         n, seed = (self.train, self.seed) if split == "train" else (self.test, self.test_seed)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidDataError(f"CTData: {split} must be a positive number of slices, got {n!r}")
@@ -113,7 +137,27 @@ class CTData:
                                      for t in tables]),
                      attrs={"source": "experiments.base.CTData: thorax phantoms, exact sinograms",
                             "seed": seed})
-        return CTSliceDataset(path, noise=None if self.dose is None else low_dose(self.dose), seed=seed)
+        return path, seed
+
+
+@dataclasses.dataclass(frozen=True)
+class LDCTData(CTData):
+    """Low-dose CT enhancement pairs of the :class:`CTData` thorax phantoms
+    (:class:`recon.data.LDCTDataset`): input the FBP (``filter``) of the exact sinogram re-acquired
+    at ``dose`` photons per bin, target the FBP of it at ``normal_dose`` (``None``: noiseless),
+    fresh Poisson noise per example and epoch; images in mm^-1."""
+
+    kind: ClassVar[str] = "ldct"
+    angles: int = 96
+    normal_dose: float | None = 1e6
+    filter: str = "hann"
+
+    def dataset(self, folder: Path, split: str) -> Dataset:
+        """The ``"train"`` or ``"test"`` :class:`recon.data.LDCTDataset`, simulated into ``folder``."""
+        if self.dose is None:
+            raise InvalidDataError("LDCTData: dose must be a number of photons per bin, got None")
+        path, seed = self.simulate(folder, split)
+        return LDCTDataset(path, dose=self.dose, normal_dose=self.normal_dose, filter=self.filter, seed=seed)
 
 
 def _thorax(seed: int) -> np.ndarray:
@@ -129,19 +173,21 @@ def _thorax(seed: int) -> np.ndarray:
     return table
 
 
-_DATA = {cls.kind: cls for cls in (MRIData, CTData)}
+_DATA = {cls.kind: cls for cls in (MRIData, CTData, LDCTData)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """One experiment: ``model`` (config of ``build_model``), ``train`` (TrainConfig fields),
-    ``data`` and the default ``steps``."""
+    ``data``, the default ``steps`` and, for GAN training, ``gan`` (the :class:`recon.gan.GANConfig`
+    fields beyond ``train``'s; ``None``: supervised training)."""
 
     name: str
     model: dict[str, Any]
     train: dict[str, Any]
-    data: MRIData | CTData
+    data: MRIData | CTData | LDCTData
     steps: int
+    gan: dict[str, Any] | None = None
 
     def datasets(self, folder: Path) -> tuple[Dataset, Dataset]:
         """``(train, test)`` datasets simulated into ``folder`` (created), in the form the model of
@@ -152,19 +198,36 @@ class Experiment:
     def dataset(self, folder: Path, split: str) -> Dataset:
         """The ``"train"`` or ``"test"`` dataset of :meth:`datasets` (``folder`` must exist)."""
         data = self.data.dataset(folder, split)
-        operator_mri = self.data.kind == "mri" and self.model.get("model") in ("varnet", "modl")
-        return MapsDataset(data) if operator_mri else data
+        with_maps = self.data.kind == "mri" and self.model.get("model") != "e2e_varnet"
+        return MapsDataset(data) if with_maps else data
 
     def build(self) -> nnx.Module:
-        """The trainable module: :meth:`wrap` of a fresh ``build_model(self.model)``."""
-        return self.wrap(build_model(self.model, nnx.Rngs(jax.random.key(self.data.seed, impl="rbg"))))
+        """The trainable module: :meth:`wrap` (without data consistency) of a fresh
+        ``build_model(self.model)``."""
+        net = build_model(self.model, nnx.Rngs(jax.random.key(self.data.seed, impl="rbg")))
+        return self.wrap(net, consistency=False)
 
-    def wrap(self, net: nnx.Module) -> nnx.Module:
-        """``net`` in the form that takes this experiment's examples (module docstring).
+    def config(self) -> dict[str, Any]:
+        """The training config of :func:`run`: ``train`` (and ``gan``) fields with ``model``."""
+        return {**self.train, **(self.gan or {}), "model": self.model}
+
+    def wrap(self, net: nnx.Module, *, consistency: bool = True) -> nnx.Module:
+        """``net`` in the form that takes this experiment's examples (module docstring);
+        ``consistency``: an MRI denoiser ends with hard data consistency.
 
         Raises:
-            InvalidDataError: E2E-VarNet on CT data, the learned primal-dual on multi-coil MRI.
+            InvalidDataError: E2E-VarNet on CT data, the learned primal-dual on multi-coil MRI, a
+                denoiser on sinograms, a reconstruction model on LDCT image pairs.
         """
+        denoiser = isinstance(net, DENOISERS)
+        if self.data.kind == "ldct" and not denoiser:
+            raise InvalidDataError(f"experiment {self.name}: LDCTData holds image pairs for a denoiser "
+                                   f"(redcnn, unet_denoiser), not data for {type(net).__name__}")
+        if self.data.kind == "ct" and denoiser:
+            raise InvalidDataError(f"experiment {self.name}: a {type(net).__name__} takes images, not CT "
+                                   "sinograms; use LDCTData (low-dose FBP images)")
+        if denoiser:
+            return MultiCoilEnhancer(net, consistency=consistency) if self.data.kind == "mri" else net
         if self.data.kind == "ct":
             if isinstance(net, E2EVarNet):
                 raise InvalidDataError(f"experiment {self.name}: an e2e_varnet model takes multi-coil "
@@ -178,19 +241,22 @@ class Experiment:
         return MultiCoilAdapter(net)
 
     def to_dict(self) -> dict[str, Any]:
-        """The experiment as JSON-ready data (:meth:`from_dict` inverts it)."""
-        return {"name": self.name, "model": dict(self.model), "train": dict(self.train),
-                "data": {"kind": self.data.kind, **dataclasses.asdict(self.data)}, "steps": self.steps}
+        """The experiment as JSON-ready data (:meth:`from_dict` inverts it; ``gan`` only when set)."""
+        record = {"name": self.name, "model": dict(self.model), "train": dict(self.train),
+                  "data": {"kind": self.data.kind, **dataclasses.asdict(self.data)}, "steps": self.steps}
+        return record if self.gan is None else {**record, "gan": dict(self.gan)}
 
     @classmethod
     def from_dict(cls, record: Any, where: str = "experiment") -> Experiment:
         """The experiment of a :meth:`to_dict` record; an unknown or missing field raises
         :class:`InvalidDataError` naming ``where``."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(record, dict) or set(record) != fields or not isinstance(record["data"], dict):
+        required = fields - {"gan"}
+        if (not isinstance(record, dict) or not required <= set(record) <= fields
+                or not isinstance(record["data"], dict)):
             got = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise InvalidDataError(f"{where}: expected an object with fields {sorted(fields)} (data an "
-                                   f"object), got {got}")
+            raise InvalidDataError(f"{where}: expected an object with fields {sorted(required)} and "
+                                   f"optionally 'gan' (data an object), got {got}")
         data = dict(record["data"])
         kind = data.pop("kind", None)
         if kind not in _DATA:
@@ -199,10 +265,11 @@ class Experiment:
         if set(data) - known:
             raise InvalidDataError(f"{where}: unknown {kind} data field(s) {sorted(set(data) - known)}; "
                                    f"known: {sorted(known)}")
-        if not isinstance(record["model"], dict) or not isinstance(record["train"], dict):
-            raise InvalidDataError(f"{where}: model and train must be JSON objects")
+        gan = record.get("gan")
+        if not all(isinstance(part, dict) for part in (record["model"], record["train"], gan or {})):
+            raise InvalidDataError(f"{where}: model, train and gan must be JSON objects")
         return cls(str(record["name"]), record["model"], record["train"], _DATA[kind](**data),
-                   record["steps"])
+                   record["steps"], gan)
 
 
 def get(name: str) -> Experiment:
@@ -233,21 +300,68 @@ def run(experiment: Experiment, out: Path, *, steps: int | None = None, resume: 
     model = experiment.build()
     folder = out / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    config = {**experiment.train, "model": experiment.model}
-    history = train(model, config, experiment.dataset(folder, "train"), out,
-                    steps=steps or experiment.steps, resume=resume, progress=progress)
-    net = model.net if isinstance(model, (MultiCoilAdapter, CTAdapter)) else model
+    data = experiment.dataset(folder, "train")
+    steps = steps or experiment.steps
+    if experiment.gan is None:
+        history = train(model, experiment.config(), data, out, steps=steps, resume=resume, progress=progress)
+    else:
+        config = experiment.config()
+        channels = 2 if np.iscomplexobj(data.example(0, 0)["target"]) else 1
+        key = jax.random.fold_in(jax.random.key(experiment.data.seed, impl="rbg"), 1)
+        critic = build_critic(GANConfig.from_dict(config).critic, channels, nnx.Rngs(key))
+        history, model = train_gan(model, critic, config, data, out, steps=steps, resume=resume,
+                                   progress=progress)  # the averaged generator is saved
+    net = model.net if isinstance(model, (MultiCoilAdapter, CTAdapter, MultiCoilEnhancer)) else model
     save_model(net, experiment.model, out / "model")
     _write_json(out / "model" / EXPERIMENT_FILE, experiment.to_dict())
     return history
 
 
 def evaluate(experiment: Experiment, model_dir: Path, folder: Path) -> dict[str, dict[str, float]]:
-    """Scores of the model saved in ``model_dir`` and of the baseline on the experiment's test set
-    (simulated into ``folder``, created): :func:`recon.learned.score_test_set`."""
-    model = experiment.wrap(load_trained(model_dir))
+    """Scores of the model saved in ``model_dir`` and of the baselines on the experiment's test set
+    (simulated into ``folder``, created): :func:`recon.learned.score_test_set` for reconstruction
+    models, :func:`score_enhancer` for denoisers."""
+    net = load_trained(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    return score_test_set(model, experiment.dataset(folder, "test"))
+    test = experiment.dataset(folder, "test")
+    if isinstance(net, DENOISERS):
+        return score_enhancer(experiment.wrap(net), test)
+    return score_test_set(experiment.wrap(net), test)
+
+
+@nnx.jit
+def _enhanced(model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The images that :func:`score_enhancer` scores, by name."""
+    if not isinstance(model, MultiCoilEnhancer):
+        return {"model": model(**inputs), "input": inputs["x"]}
+    plain = MultiCoilEnhancer(model.net, consistency=False)
+    return {"model": plain(**inputs), "model+dc": model(**inputs), "input": model.zero_filled(**inputs),
+            "zero-filled": zero_filled(inputs["masked_kspace"])}
+
+
+def score_enhancer(model: nnx.Module, dataset: Dataset) -> dict[str, dict[str, float]]:
+    """Mean fastMRI metrics (``nmse``, ``psnr``, ``ssim``; magnitudes of complex images, per
+    example) of an image enhancer over a test set, its examples taken at epoch 0 (fixed masks and noise).
+
+    Args:
+        model: a denoiser on ``{"x"}`` examples (:class:`LDCTData`), or a
+            :class:`recon.gan.MultiCoilEnhancer` on MRI examples with maps.
+        dataset: a :class:`recon.data.Dataset` of such examples.
+
+    Returns:
+        ``{"model": ..., "input": ...}``: the enhanced image (the saved model's output) and the
+        enhancer's input (the low-dose FBP; for MRI the coil-combined zero-filled image ``A^H y``);
+        for MRI also ``"model+dc"``, the enhanced image after the data consistency of ``model``,
+        and ``"zero-filled"``, the RSS of the masked k-space (the baseline of
+        :func:`recon.learned.score_test_set`).
+    """
+    totals: dict[str, dict[str, float]] = {}
+    for index in range(len(dataset)):
+        batch = collate([dataset.example(index, 0)])
+        for name, image in _enhanced(model, batch["inputs"]).items():
+            scores = metrics(batch["target"], jnp.abs(image) if jnp.iscomplexobj(image) else image)
+            totals[name] = {k: totals.get(name, {}).get(k, 0.0) + v for k, v in scores.items()}
+    return {name: {k: v / len(dataset) for k, v in s.items()} for name, s in totals.items()}
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:

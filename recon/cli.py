@@ -1,4 +1,5 @@
-"""The ``recon`` command line: simulate, simulate-ct, undersample, reconstruct, evaluate, train, demo.
+"""The ``recon`` command line: simulate, simulate-ct, undersample, reconstruct, enhance, evaluate,
+train, demo.
 
 Bad input prints one line ``recon: error: ...`` on stderr and exits with status 2.
 """
@@ -162,51 +163,131 @@ def _learned_model(args: argparse.Namespace):
     return model, {"weights": str(weights), "model": model.config.to_dict()}
 
 
+def _pnp_options(args: argparse.Namespace, method: str) -> dict:
+    """The PnP keyword arguments of ``method`` from ``--iterations``, ``--rho``, ``--step``, after
+    checking that ``--denoiser`` (and ``--rho``/``--step``) go with the method."""
+    from recon.enhance import PNP_ITERATIONS, PNP_METHODS, PNP_RHO
+
+    if method not in PNP_METHODS:
+        given = [flag for flag, value in (("--denoiser", args.denoiser), ("--rho", args.rho),
+                                          ("--step", args.step)) if value is not None]
+        if given:
+            raise InvalidDataError(f"{', '.join(given)}: only for --method pnp-admm or pnp-fista, "
+                                   f"not {method}")
+        return {}
+    if args.denoiser is None:
+        raise InvalidDataError(f"--method {method} needs --denoiser DIR, a denoiser folder written by "
+                               "recon train (weights.msgpack + config.json)")
+    wrong = "--step" if method == "pnp-admm" else "--rho"
+    if getattr(args, wrong[2:]) is not None:
+        raise InvalidDataError(f"{wrong} does not apply to --method {method}")
+    options = {"method": method, "iterations": PNP_ITERATIONS if args.iterations is None else args.iterations}
+    if method == "pnp-admm":
+        return options | {"rho": PNP_RHO if args.rho is None else args.rho}
+    return options | {"step": args.step}
+
+
+def _denoiser(args: argparse.Namespace, options: dict):
+    """``(model, parameters)`` of a PnP ``--method``: the loaded denoiser and the run's parameters."""
+    from recon.enhance import load_denoiser
+
+    model, config = load_denoiser(args.denoiser)
+    return model, {"denoiser": str(args.denoiser), "model": config,
+                   **{k: v for k, v in options.items() if k != "method"}}
+
+
+def _write(args: argparse.Namespace, images: np.ndarray, attrs: dict, report=None) -> None:
+    """Write the reconstruction, with the trust report's fields when there is one."""
+    from recon.io import write_reconstruction
+    from recon.trust import write_trust
+
+    if report is None:
+        write_reconstruction(args.output, images, attrs=attrs, input_path=args.input)
+    else:
+        write_trust(args.output, images, report, attrs=attrs, input_path=args.input)
+    flagged = [] if report is None else np.flatnonzero(np.asarray(report.suspicious).reshape(-1)).tolist()
+    print(f"wrote {args.output}: reconstruction {images.shape}"
+          + (f"; trust: slices {flagged} fit the data worse than the noise explains" if flagged else ""))
+
+
 def _reconstruct_ct(args: argparse.Namespace) -> None:
     from recon.ct import CT_METHODS, reconstruct_ct
-    from recon.io import read_ct, write_reconstruction
+    from recon.enhance import PNP_METHODS, reconstruct_pnp_ct
+    from recon.io import read_ct
     from recon.learned import LEARNED_METHODS, reconstruct_learned_ct
+    from recon.trust import ct_sigma, ct_trust
 
     method = args.method or "fbp"
-    if method not in CT_METHODS + tuple(LEARNED_METHODS):
-        raise InvalidDataError(f"{args.input} is a CT file: --method must be one of "
-                               f"{CT_METHODS + tuple(LEARNED_METHODS)}, got {method!r}")
+    allowed = CT_METHODS + tuple(LEARNED_METHODS) + PNP_METHODS
+    if method not in allowed:
+        raise InvalidDataError(f"{args.input} is a CT file: --method must be one of {allowed}, got {method!r}")
+    pnp = _pnp_options(args, method)
     if method in LEARNED_METHODS:
         model, parameters = _learned_model(args)
+    elif pnp:
+        model, parameters = _denoiser(args, pnp)
     else:
         parameters = {"iterations": args.iterations, "lambda": args.lam, "filter": args.filter}
     data = read_ct(args.input)
     g = data.geometry
+    report = None
     with progress_bar(method) as bar:
         task = bar.add_task("slices", total=1 if g.kind == "cone" else len(data.sinogram))
         if method in LEARNED_METHODS:
             images = reconstruct_learned_ct(model, data.sinogram, g, progress=lambda: bar.advance(task))
+            report = ct_trust(images, data.sinogram, g, sigma=ct_sigma(data))
+        elif pnp:
+            images, report = reconstruct_pnp_ct(model, data.sinogram, g, sigma=ct_sigma(data),
+                                                progress=lambda: bar.advance(task), **pnp)
         else:
             images = reconstruct_ct(data.sinogram, g, method=method, iterations=args.iterations,
                                     lam=args.lam, filter=args.filter, progress=lambda: bar.advance(task))
     attrs = {"method": method, "parameters": parameters, "input": str(args.input), "units": "mm^-1",
              "pixel_size_mm": g.pixel_size}
-    write_reconstruction(args.output, images, attrs=attrs, input_path=args.input)
-    print(f"wrote {args.output}: reconstruction {images.shape}")
+    _write(args, images, attrs, report)
+
+
+def _noise_sigma(path: Path) -> float | None:
+    """The root attribute ``noise_sigma`` of a raw file (``recon simulate`` writes it), or None."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("noise_sigma")
+    return None if value is None else float(value)
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
     from functools import partial
 
     from physics.noise import noise_covariance, whitening_matrix
-    from recon.io import is_ct, read_noise, write_reconstruction
+    from recon.enhance import reconstruct_pnp
+    from recon.io import is_ct, read_noise
     from recon.learned import LEARNED_METHODS, reconstruct_learned
     from recon.pipeline import ReconOptions, reconstruct_noncartesian_slice, reconstruct_slice
+    from recon.trust import mri_trust, stack_reports
 
     if is_ct(args.input):
         return _reconstruct_ct(args)
     method = args.method or "sense"
+    pnp = _pnp_options(args, method)
     whitening = None
     if args.noise is not None:
         whitening = whitening_matrix(noise_covariance(read_noise(args.noise)))
+    # the file's noise level holds for unwhitened data only; else the report estimates it
+    sigma = _noise_sigma(args.input) if whitening is None else None
     if method in LEARNED_METHODS:
         model, parameters = _learned_model(args)
-        cartesian, noncartesian = partial(reconstruct_learned, model, whitening=whitening), None
+
+        def cartesian(kspace, mask):
+            image = reconstruct_learned(model, kspace, mask, whitening=whitening)
+            return image, mri_trust(image, kspace, mask, whitening=whitening, sigma=sigma)
+        noncartesian = None
+    elif pnp:
+        model, parameters = _denoiser(args, pnp)
+        options = ReconOptions(maps=args.maps, calib=args.calib, kernel=args.kernel, crop=args.crop)
+        parameters |= {k: v for k, v in vars(options).items() if k in ("maps", "calib", "kernel", "crop")}
+        cartesian = partial(reconstruct_pnp, model, options=options, whitening=whitening, sigma=sigma, **pnp)
+        noncartesian = None
     else:
         options = ReconOptions(method=method, maps=args.maps, iterations=args.iterations, lam=args.lam,
                                calib=args.calib, kernel=args.kernel, crop=args.crop)
@@ -217,17 +298,36 @@ def _reconstruct(args: argparse.Namespace) -> None:
         if whitening is not None and whitening.shape[0] != num_coils:
             raise InvalidDataError(f"{args.noise}: noise scan has {whitening.shape[0]} coils, "
                                    f"{args.input} has {num_coils}")
-        images = []
+        results = []
         with progress_bar(method) as bar:
             task = bar.add_task("slices", total=num_slices)
             for job in jobs:
-                images.append(job())
+                results.append(job())
                 bar.advance(task)
-    images = np.stack(images)
+    report = None
+    if isinstance(results[0], tuple):  # learned and PnP methods: (image, trust report) per slice
+        results, reports = zip(*results)
+        report = stack_reports(reports)
     attrs = {"method": method, "parameters": parameters, "input": str(args.input),
              "prewhitened": args.noise is not None}
-    write_reconstruction(args.output, images, attrs=attrs, input_path=args.input)
-    print(f"wrote {args.output}: reconstruction {images.shape}")
+    _write(args, np.stack(results), attrs, report)
+
+
+def _enhance(args: argparse.Namespace) -> None:
+    from recon.enhance import enhance_file, load_denoiser
+
+    model, config = load_denoiser(args.model)
+    with progress_bar("enhance") as bar:
+        def progress(total: int):
+            task = bar.add_task("slices", total=total)
+            return lambda: bar.advance(task)
+
+        summary = enhance_file(args.input, args.output, model,
+                               data_consistency=not args.no_data_consistency, progress=progress,
+                               attrs={"method": "enhance", "weights": str(args.model), "model": config})
+    flagged = summary["suspicious"]
+    print(f"wrote {args.output}: enhanced {summary['input']} {tuple(summary['shape'])}"
+          + (f"; trust: slices {flagged} fit the data worse than the noise explains" if flagged else ""))
 
 
 def _reference_dataset(path: Path) -> str:
@@ -314,6 +414,7 @@ def _demo(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from recon.ct import CT_METHODS
+    from recon.enhance import PNP_ITERATIONS, PNP_METHODS, PNP_RHO
     from recon.learned import LEARNED_METHODS
     from recon.pipeline import MAPS, METHODS, ReconOptions
 
@@ -367,16 +468,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reconstruct", help="reconstruct images from raw k-space or a CT sinogram")
     s.add_argument("input", type=Path)
     s.add_argument("-o", "--output", required=True, type=Path)
-    s.add_argument("--method", choices=METHODS + CT_METHODS + tuple(LEARNED_METHODS), default=None,
-                   help="default: sense (MRI), fbp (CT)")
+    s.add_argument("--method", choices=METHODS + CT_METHODS + tuple(LEARNED_METHODS) + PNP_METHODS,
+                   default=None, help="default: sense (MRI), fbp (CT); learned and pnp-* outputs hold "
+                                      "a trust report (trust/...)")
     s.add_argument("--weights", type=Path, default=None,
                    help="learned methods: model folder of recon train (default for e2e-varnet: the "
                         "model shipped in the package)")
+    s.add_argument("--denoiser", type=Path, default=None,
+                   help="pnp-admm, pnp-fista: denoiser folder of recon train (a redcnn or unet_denoiser)")
+    s.add_argument("--rho", type=float, default=None,
+                   help=f"pnp-admm: penalty, relative to ||A|| = 1; larger trusts the denoiser more "
+                        f"(default {PNP_RHO})")
+    s.add_argument("--step", type=float, default=None,
+                   help="pnp-fista: gradient step (default 1 / ||A||^2, by power iteration)")
     s.add_argument("--filter", choices=("ramp", "shepp-logan", "cosine", "hann"), default="ramp",
                    help="CT FBP/FDK filter")
     s.add_argument("--maps", choices=MAPS, default=defaults.maps, help="coil-map estimate")
     s.add_argument("--iterations", type=int, default=defaults.iterations,
-                   help="iteration limit (default: the method's)")
+                   help=f"iteration limit (default: the method's; pnp-* {PNP_ITERATIONS})")
     s.add_argument("--lambda", dest="lam", type=float, default=defaults.lam,
                    help="regularisation weight (default: the method's, see recon.pipeline)")
     s.add_argument("--calib", type=_calib, default=None,
@@ -388,6 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=Path, default=None,
                    help="HDF5 noise scan (dataset 'noise' (coils, samples)) for pre-whitening")
     s.set_defaults(run=_reconstruct)
+
+    s = sub.add_parser("enhance", help="enhance images (or raw MRI / CT data) with a trained denoiser, "
+                                       "with a trust report")
+    s.add_argument("input", type=Path, help="reconstruction or CT image file, or a fastMRI raw or CT "
+                                            "file (then reconstructed zero-filled / FBP first)")
+    s.add_argument("--model", type=Path, required=True,
+                   help="denoiser folder of recon train (weights.msgpack + config.json)")
+    s.add_argument("-o", "--output", required=True, type=Path)
+    s.add_argument("--no-data-consistency", action="store_true",
+                   help="raw MRI: keep the network's image as it is instead of restoring the "
+                        "measured k-space")
+    s.set_defaults(run=_enhance)
 
     s = sub.add_parser("evaluate", help="NMSE, PSNR and SSIM against a reference (fastMRI style), or of "
                                         "a trained model on its experiment's test set")

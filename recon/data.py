@@ -14,6 +14,9 @@ structure with one leading batch axis on every array (:func:`collate`).
   in memory): input ``sinogram`` float32 ``(angles, detectors)``, optionally degraded by a
   ``noise`` hook such as :func:`low_dose`; target the file's ``image`` slice, float32
   ``(ny, nx)`` in mm^-1; the shared geometry is ``dataset.geometry`` (give it to the model).
+- :class:`LDCTDataset` (the same CT files, for image enhancers): input ``x``, the FBP of the
+  sinogram re-acquired at a low dose; target the FBP of it at a normal dose (or noiseless), both
+  float32 ``(ny, nx)`` in mm^-1.
 
 Randomness has no hidden state: epoch ``e`` visits the examples in the order
 :func:`epoch_order` ``(n, seed, e)``, and example ``i`` of epoch ``e`` draws its mask (or noise)
@@ -38,11 +41,12 @@ from physics.dose import low_dose_sinogram
 from physics.errors import FileFormatError, InvalidDataError, ShapeError
 from physics.sampling import equispaced_mask, random_mask
 from physics.simulation import simulate_multicoil
+from recon.fbp import fbp
 from recon.io import open_raw, read_ct, write_kspace
 from recon.sense import zero_filled
 
-__all__ = ["CTSliceDataset", "Dataset", "SliceDataset", "batch_stream", "collate", "epoch_order",
-           "example_rng", "low_dose", "prefetch", "simulated_dataset"]
+__all__ = ["CTSliceDataset", "Dataset", "LDCTDataset", "SliceDataset", "batch_stream", "collate",
+           "epoch_order", "example_rng", "low_dose", "prefetch", "simulated_dataset"]
 
 PathLike = str | os.PathLike
 Example = dict[str, Any]
@@ -97,9 +101,13 @@ class SliceDataset:
     """Slices of fastMRI-style raw files, each with a fresh undersampling mask per epoch.
 
     Args:
-        files: fastMRI-style HDF5 files with fully sampled ``kspace`` (slices, coils, ky, kx).
-        acceleration, center_fraction: of the column masks (:mod:`physics.sampling`).
-        mask: ``"random"`` (fastMRI ``RandomMaskFunc``) or ``"equispaced"``.
+        files: fastMRI-style HDF5 files with fully sampled ``kspace`` (slices, coils, ky, kx);
+            files may differ in matrix size (train with ``batch_size`` 1 then).
+        acceleration, center_fraction: of the column masks (:mod:`physics.sampling`); a sequence
+            of accelerations (with one centre fraction each, or one for all) draws one pair per
+            example, as fastMRI's ``MaskFunc`` does.
+        mask: ``"random"`` (fastMRI ``RandomMaskFunc``) or ``"equispaced"``, or a sequence of
+            them to draw one per example.
         seed: non-negative integer; with the epoch and index it fixes every mask.
 
     Raises:
@@ -108,19 +116,31 @@ class SliceDataset:
         InvalidDataError: no files, bad mask parameters, a bad seed.
     """
 
-    def __init__(self, files: Sequence[PathLike] | PathLike, *, acceleration: float = 4.0,
-                 center_fraction: float = 0.08, mask: Literal["random", "equispaced"] = "random",
-                 seed: int = 0):
-        if mask not in _MASKS:
-            raise InvalidDataError(f"mask must be one of {sorted(_MASKS)}, got {mask!r}")
+    def __init__(self, files: Sequence[PathLike] | PathLike, *,
+                 acceleration: float | Sequence[float] = 4.0,
+                 center_fraction: float | Sequence[float] = 0.08,
+                 mask: Literal["random", "equispaced"] | Sequence[str] = "random", seed: int = 0):
+        self.mask_types = (mask,) if isinstance(mask, str) else tuple(mask)
+        if not self.mask_types or any(m not in _MASKS for m in self.mask_types):
+            raise InvalidDataError(f"mask must be one of {sorted(_MASKS)} or a sequence of them, "
+                                   f"got {mask!r}")
+        self.accelerations = _numbers(acceleration, "acceleration")
+        fractions = _numbers(center_fraction, "center_fraction")
+        if len(fractions) == 1:
+            fractions *= len(self.accelerations)
+        if len(fractions) != len(self.accelerations):
+            raise InvalidDataError(f"{len(self.accelerations)} accelerations need one center_fraction "
+                                   f"each (or one for all), got {len(fractions)}")
+        self.center_fractions = fractions
         self.files = _files(files)
         self.seed = _check_seed(seed, "seed")
-        self.acceleration, self.center_fraction, self.mask_type = acceleration, center_fraction, mask
         slices = []
         for k, path in enumerate(self.files):
             with open_raw(path) as raw:
                 slices += [(k, s) for s in range(raw.num_slices)]
-                _MASKS[mask](raw.shape[-1], acceleration, center_fraction, seed=0)  # validates
+                for m in self.mask_types:  # validates every combination on this width
+                    for r, c in zip(self.accelerations, self.center_fractions):
+                        _MASKS[m](raw.shape[-1], r, c, seed=0)
         self._slices = slices
 
     def __len__(self) -> int:
@@ -134,16 +154,26 @@ class SliceDataset:
         with open_raw(self.files[k]) as raw:
             kspace = raw.kspace(s)
             reference = raw.reference()
-        columns = _MASKS[self.mask_type](kspace.shape[-1], self.acceleration, self.center_fraction,
-                                         seed=rng)
+        # draws only where there is a choice, so single-setting datasets keep their masks
+        m = self.mask_types[rng.integers(len(self.mask_types))] if len(self.mask_types) > 1 else self.mask_types[0]
+        j = rng.integers(len(self.accelerations)) if len(self.accelerations) > 1 else 0
+        columns = _MASKS[m](kspace.shape[-1], self.accelerations[j], self.center_fractions[j], seed=rng)
         target = np.asarray(zero_filled(kspace)) if reference is None else reference[s]
         return {"inputs": {"masked_kspace": kspace * columns.astype(np.complex64),
                            "mask": np.broadcast_to(columns.astype(np.float32), kspace.shape[-2:]).copy()},
                 "target": target.astype(np.float32)}
 
     def __repr__(self) -> str:
-        return (f"SliceDataset({len(self.files)} files, {len(self)} slices, {self.mask_type} mask x"
-                f"{self.acceleration:g}, center {self.center_fraction:g}, seed {self.seed})")
+        setting = ", ".join(f"x{r:g} centre {c:g}" for r, c in zip(self.accelerations, self.center_fractions))
+        return (f"SliceDataset({len(self.files)} files, {len(self)} slices, {'/'.join(self.mask_types)} "
+                f"masks {setting}, seed {self.seed})")
+
+
+def _numbers(value: float | Sequence[float], what: str) -> tuple[float, ...]:
+    values = (value,) if isinstance(value, (int, float)) else tuple(value)
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise InvalidDataError(f"{what} must be a number or a non-empty sequence of numbers, got {value!r}")
+    return values
 
 
 class CTSliceDataset:
@@ -205,6 +235,58 @@ class CTSliceDataset:
     def __repr__(self) -> str:
         return (f"CTSliceDataset({len(self.files)} files, {len(self)} slices, {self.geometry.kind} "
                 f"beam, noise {self.noise!r}, seed {self.seed})")
+
+
+class LDCTDataset:
+    """Low-dose CT enhancement pairs: FBP of a low-dose sinogram -> FBP of a normal-dose one.
+
+    Each example re-acquires the file's sinogram (exact line integrals, e.g. analytic phantom
+    sinograms) twice with Poisson noise drawn from its ``(seed, epoch, index)`` generator
+    (:func:`low_dose`): at ``dose`` photons per bin for the input and at ``normal_dose`` for the
+    target (``None``: the noiseless sinogram), each reconstructed by :func:`recon.fbp.fbp` with
+    ``filter``. ``{"inputs": {"x": (ny, nx)}, "target": (ny, nx)}``, float32 in mm^-1; the
+    geometry is ``dataset.geometry``.
+
+    Args:
+        files: CT files of one parallel- or fan-beam geometry (as :class:`CTSliceDataset`).
+        dose: incident photons per bin ``I0`` of the input (> 0).
+        normal_dose: ``I0`` of the target (> ``dose``), or ``None``.
+        filter: FBP filter, one of :data:`recon.fbp.FILTERS`.
+        seed: non-negative integer; with the epoch and index it fixes the noise.
+
+    Raises:
+        FileFormatError, InvalidDataError: as :class:`CTSliceDataset`; bad doses or filter.
+    """
+
+    def __init__(self, files: Sequence[PathLike] | PathLike, *, dose: float, normal_dose: float | None = None,
+                 filter: str = "hann", seed: int = 0):
+        self.slices = CTSliceDataset(files, seed=seed)
+        self.seed, self.geometry, self.filter = self.slices.seed, self.slices.geometry, filter
+        for name, value in (("dose", dose), ("normal_dose", dose if normal_dose is None else normal_dose)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < np.inf:
+                raise InvalidDataError(f"LDCTDataset: {name} must be a finite number of photons > 0, "
+                                       f"got {value!r}")
+        if normal_dose is not None and normal_dose <= dose:
+            raise InvalidDataError(f"LDCTDataset: normal_dose ({normal_dose:g}) must exceed dose ({dose:g})")
+        self.dose, self.normal_dose = dose, normal_dose
+        fbp(np.zeros(self.geometry.sinogram_shape, np.float32), self.geometry, filter=filter)  # validates
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def example(self, index: int, epoch: int) -> Example:
+        """Example ``index`` of ``epoch``: ``{"inputs": {"x"}, "target"}``."""
+        sinogram = self.slices.example(index, epoch)["inputs"]["sinogram"]
+        rng = example_rng(self.seed, _check_seed(epoch, "epoch"), int(index))
+        low = low_dose(self.dose)(sinogram, rng)
+        normal = sinogram if self.normal_dose is None else low_dose(self.normal_dose)(sinogram, rng)
+        x, target = np.asarray(fbp(np.stack([low, normal]), self.geometry, filter=self.filter))
+        return {"inputs": {"x": x.copy()}, "target": target.copy()}
+
+    def __repr__(self) -> str:
+        return (f"LDCTDataset({len(self.slices.files)} files, {len(self)} slices, dose {self.dose:g} -> "
+                f"{'noiseless' if self.normal_dose is None else f'{self.normal_dose:g}'}, "
+                f"{self.filter} FBP, seed {self.seed})")
 
 
 def low_dose(I0: float, *, electronic_sigma: float = 0.0) -> NoiseHook:
@@ -317,13 +399,17 @@ def prefetch(items: Iterable[Any], size: int = 2) -> Iterator[Any]:
         thread.join()
 
 
-def simulated_dataset(folder: PathLike, *, n: int, size: int = 32, coils: int = 4, seed: int = 0,
-                      snr_db: float = 30.0, **options: Any) -> SliceDataset:
-    """A :class:`SliceDataset` of ``n`` simulated one-slice fastMRI-style files in ``folder``.
+def simulated_dataset(folder: PathLike, *, n: int, size: int | Sequence[int] = 32, coils: int = 4,
+                      seed: int = 0, snr_db: float = 30.0, slices: int | Sequence[int] = 1,
+                      **options: Any) -> SliceDataset:
+    """A :class:`SliceDataset` of ``n`` simulated fastMRI-style files in ``folder``.
 
-    File ``i`` holds :func:`physics.simulation.simulate_multicoil` ``(size, coils)`` with a seed
-    drawn from ``(seed, i)``: k-space and ``reconstruction_rss``. Files already there under the
-    same name (the name carries every parameter) are used as they are.
+    File ``i`` holds :func:`physics.simulation.simulate_multicoil` ``(size, coils, slices)`` with a
+    seed drawn from ``(seed, i)``: k-space and ``reconstruction_rss``. ``slices`` > 1 takes the
+    slices of a 3D phantom with 3D coil maps. A sequence of sizes (or of slice counts) varies them
+    over the files: file ``i`` has ``size[i % len(size)]`` and ``slices[(i // len(size)) %
+    len(slices)]``. Files already there under the same name (the name carries every parameter)
+    are used as they are.
 
     Args:
         folder: an existing folder.
@@ -336,12 +422,15 @@ def simulated_dataset(folder: PathLike, *, n: int, size: int = 32, coils: int = 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidDataError(f"simulated_dataset: n must be a positive integer, got {n!r}")
     seed = _check_seed(seed, "seed")
+    sizes, depths = _numbers(size, "size"), _numbers(slices, "slices")
     files = []
     for i in range(n):
-        path = folder / f"simulated_{size}px_{coils}coils_{snr_db:g}dB_seed{seed}_{i:04d}.h5"
+        size_i, depth = int(sizes[i % len(sizes)]), int(depths[(i // len(sizes)) % len(depths)])
+        stack = "" if depth == 1 else f"{depth}slices_"
+        path = folder / f"simulated_{size_i}px_{coils}coils_{stack}{snr_db:g}dB_seed{seed}_{i:04d}.h5"
         if not path.exists():
             file_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-            sim = simulate_multicoil(size, coils, 1, snr_db=snr_db, seed=file_seed)
+            sim = simulate_multicoil(size_i, coils, depth, snr_db=snr_db, seed=file_seed)
             write_kspace(path, sim.kspace, reference=sim.reference, attrs={
                 "source": "recon.data.simulated_dataset: brain phantom, birdcage coil maps",
                 "snr_db": snr_db, "noise_sigma": sim.sigma, "seed": file_seed})

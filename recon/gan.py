@@ -11,25 +11,40 @@ Images enter and leave every network here as they are in the physics: float32 ``
 - Losses: :func:`lsgan_losses` (Mao et al. 2017), :func:`wgan_losses` and
   :func:`gradient_penalty` (Gulrajani et al. 2017).
 - Training: :func:`make_gan_step` (critic update(s), then generator update with a pixel loss of
-  :mod:`recon.train` plus the adversarial loss), :func:`ema_update` (generator weight averaging).
+  :mod:`recon.train` plus the adversarial loss), :func:`ema_update` (generator weight averaging),
+  :func:`train_gan` (the loop of :func:`recon.train.fit` with both networks, both optimisers,
+  the EMA generator and the RNG key checkpointed; exact resume), configured by :class:`GANConfig`.
+- :class:`MultiCoilEnhancer`: an enhancer on multi-coil MRI examples, the coil-combined
+  zero-filled image in, optionally followed by hard data consistency with the real operator.
+
+The generators themselves (scale-equivariant RED-CNN and U-Net denoisers) are models of
+:func:`recon.unrolled.build_model` (``"redcnn"``, ``"unet_denoiser"``), so that
+:func:`recon.train.save_model` / :func:`recon.learned.load_trained` handle them like the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from physics.errors import InvalidDataError, ShapeError
+from physics.mri import MultiCoilMRI
+from recon.data import Dataset
 from recon.nets import from_channels, to_channels
-from recon.train import combined_loss
+from recon.pnp import replace_measured
+from recon.train import (PathLike, TrainConfig, Trainer, combined_loss, fit, learning_rate_schedule,
+                         make_optimizer)
 
-__all__ = ["PatchGAN", "PowerIterate", "REDCNN", "SpectralNorm", "WGANCritic", "ema_update",
-           "gradient_penalty", "lsgan_losses", "make_gan_step", "wgan_losses"]
+__all__ = ["GANConfig", "MultiCoilEnhancer", "PatchGAN", "PowerIterate", "REDCNN", "SpectralNorm",
+           "WGANCritic", "build_critic", "ema_update", "gradient_penalty", "lsgan_losses",
+           "make_gan_step", "train_gan", "wgan_losses"]
 
 Adversarial = Literal["lsgan", "wgan-gp"]
 GanStep = Callable[[nnx.Module, nnx.Module, nnx.Optimizer, nnx.Optimizer, dict, jax.Array],
@@ -179,7 +194,11 @@ class PatchGAN(nnx.Module):
     ``8 features``), one of stride 1, then a stride-1 convolution to one score per patch; LeakyReLU
     0.2 after every hidden layer, instance normalisation (``nnx.GroupNorm`` with one group per
     channel, affine) after every hidden layer but the first, no sigmoid (least-squares GAN).
-    With ``spectral_norm`` every convolution is a :class:`SpectralNorm` one.
+    With ``spectral_norm`` every convolution is a :class:`SpectralNorm` one. The instance
+    normalisation removes each image's per-channel mean and contrast of the features, so the
+    critic judges local structure, not an image's overall noise level (it stayed at chance
+    between RED-CNN output and normal-dose FBP in ``gan_ldct_small`` trials; :class:`WGANCritic`
+    told them apart).
 
     ``x (B, ny, nx)`` float32 (``channels=1``) or complex64 (``channels=2``) -> scores
     ``(B, py, px)`` float32, ``py = ny / 2^layers - 2`` for ``ny`` a multiple of ``2^layers``.
@@ -325,31 +344,53 @@ def ema_update(ema_model: nnx.Module, model: nnx.Module, decay: float) -> None:
     nnx.update(ema_model, _average(ema, params, jnp.float32(decay)))
 
 
+_ADVERSARIAL = {"lsgan": lsgan_losses, "wgan-gp": wgan_losses}
+
+
+def _rms(target: jax.Array) -> jax.Array:
+    """Root-mean-square magnitude of each target image ``(B, ...)``, shaped ``(B, 1, ..., 1)``, 1
+    where it is 0; held constant for gradients."""
+    ms = jnp.mean(jnp.abs(target.reshape(target.shape[0], -1)) ** 2, axis=1)
+    rms = jnp.sqrt(jnp.where(ms > 0, ms, 1.0)).astype(jnp.real(target).dtype)
+    return jax.lax.stop_gradient(rms.reshape((-1,) + (1,) * (target.ndim - 1)))
+
+
+def _like_target(image: jax.Array, target: jax.Array) -> jax.Array:
+    """``|image|`` for a complex image and a real target, else ``image``: what the critic compares."""
+    return jnp.abs(image) if jnp.iscomplexobj(image) and not jnp.iscomplexobj(target) else image
+
+
 def make_gan_step(pixel_loss: Mapping[str, float], *, adversarial: Adversarial = "lsgan",
                   adv_weight: float = 1e-3, gp_weight: float = 10.0, critic_steps: int = 1) -> GanStep:
     """One jit-compiled alternating GAN step ``step(generator, critic, g_opt, c_opt, batch, key)``.
 
     ``fake = generator(**batch["inputs"])`` is an enhanced image, ``real = batch["target"]`` (one
-    shape and dtype, ``(B, ny, nx)``). First ``critic_steps`` updates of the critic through
-    ``c_opt`` on the fixed ``fake`` (critic loss of ``adversarial``; for ``"wgan-gp"`` plus
-    ``gp_weight *`` :func:`gradient_penalty`, with a fresh split of ``key`` each), then one update
-    of the generator through ``g_opt`` on ``pixel + adv_weight * adversarial``, where ``pixel`` is
-    :func:`recon.train.combined_loss` of ``pixel_loss`` (e.g. ``{"l1": 1.0}`` or ``{"ssim": 0.84,
-    "l1": 0.16}``) and the adversarial term is scored by the updated critic (whose state the
-    generator update leaves alone). Each optimiser (``nnx.Optimizer(..., wrt=nnx.Param)``, e.g. of
+    shape and dtype, ``(B, ny, nx)``; a complex ``fake`` against a real ``real`` is taken in
+    magnitude, as the pixel losses take it, e.g. MRI against an RSS target). The critic sees both
+    divided by the root-mean-square magnitude of their target image, so that it works in the
+    same units whatever those of the data (mm^-1 for CT, any scale for MRI), as the
+    scale-equivariant generators do; the gradient penalty is taken in those units too. First
+    ``critic_steps`` updates of the critic through ``c_opt`` on the fixed ``fake`` (critic loss
+    of ``adversarial``; for ``"wgan-gp"`` plus ``gp_weight *`` :func:`gradient_penalty`, with a
+    fresh split of ``key`` each), then one update of the generator through ``g_opt`` on ``pixel
+    + adv_weight * adversarial``, where ``pixel`` is :func:`recon.train.combined_loss` of
+    ``pixel_loss`` (e.g. ``{"l1": 1.0}`` or ``{"ssim": 0.84, "l1": 0.16}``) and the adversarial
+    term is scored by the updated critic (whose state the generator update leaves alone). Each
+    optimiser (``nnx.Optimizer(..., wrt=nnx.Param)``, e.g. of
     :func:`recon.train.make_optimizer`) carries its own learning rate.
 
     The step returns float32 scalars: ``critic`` (critic loss of the last critic update, penalty
     included), ``real_score``/``fake_score`` (mean critic scores in it), ``gradient_penalty``
     (``"wgan-gp"`` only), ``pixel``, ``adversarial`` and ``generator`` (the total).
 
+    Equal arguments give the same function, compiled once per architecture and batch shape.
+
     Raises:
         InvalidDataError: unknown ``adversarial`` or loss name, negative or non-finite weights,
             ``critic_steps < 1``.
     """
-    pixel = combined_loss(pixel_loss)
-    losses = {"lsgan": lsgan_losses, "wgan-gp": wgan_losses}.get(adversarial)
-    if losses is None:
+    combined_loss(pixel_loss)  # validates the terms
+    if adversarial not in _ADVERSARIAL:
         raise InvalidDataError(f"make_gan_step: adversarial must be 'lsgan' or 'wgan-gp', "
                                f"got {adversarial!r}")
     for name, w in (("adv_weight", adv_weight), ("gp_weight", gp_weight)):
@@ -357,13 +398,25 @@ def make_gan_step(pixel_loss: Mapping[str, float], *, adversarial: Adversarial =
             raise InvalidDataError(f"make_gan_step: {name} must be a finite number >= 0, got {w!r}")
     if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 1:
         raise InvalidDataError(f"make_gan_step: critic_steps must be an integer >= 1, got {critic_steps!r}")
+    return _gan_step(tuple(pixel_loss.items()), adversarial, float(adv_weight), float(gp_weight),
+                     critic_steps)
+
+
+@functools.cache
+def _gan_step(pixel_loss: tuple[tuple[str, float], ...], adversarial: Adversarial, adv_weight: float,
+              gp_weight: float, critic_steps: int) -> GanStep:
+    """The step of :func:`make_gan_step`, one function per set of arguments (so a run resumed in
+    the same process, or a second run, reuses its compilation)."""
+    pixel, losses = combined_loss(dict(pixel_loss)), _ADVERSARIAL[adversarial]
     penalised = adversarial == "wgan-gp"
 
     @nnx.jit
     def step(generator: nnx.Module, critic: nnx.Module, g_opt: nnx.Optimizer, c_opt: nnx.Optimizer,
              batch: dict, key: jax.Array) -> dict[str, jax.Array]:
-        real = batch["target"]
-        fake = jax.lax.stop_gradient(generator(**batch["inputs"]))
+        target = batch["target"]
+        scale = _rms(target)
+        fake = jax.lax.stop_gradient(_like_target(generator(**batch["inputs"]), target)) / scale
+        real = target / scale
         if fake.shape != real.shape or fake.dtype != real.dtype:
             raise ShapeError(f"make_gan_step: the generator gives {fake.shape} {fake.dtype} but the "
                              f"target is {real.shape} {real.dtype}; the critic needs both alike")
@@ -386,8 +439,8 @@ def make_gan_step(pixel_loss: Mapping[str, float], *, adversarial: Adversarial =
 
         def generator_objective(g: nnx.Module) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
             pred = g(**batch["inputs"])
-            pix = pixel(pred, real)
-            _, adv = losses(real_scores, scorer(pred))  # the generator's loss ignores real scores
+            pix = pixel(pred, target)
+            _, adv = losses(real_scores, scorer(_like_target(pred, target) / scale))  # ignores real scores
             return pix + adv_weight * adv, (pix, adv)
 
         (total, (pix, adv)), grads = nnx.value_and_grad(generator_objective, has_aux=True)(generator)
@@ -396,3 +449,206 @@ def make_gan_step(pixel_loss: Mapping[str, float], *, adversarial: Adversarial =
                 "pixel": pix, "adversarial": adv, "generator": total}
 
     return step
+
+
+# ------------------------------------------------------------------------------------------------
+# the training run
+# ------------------------------------------------------------------------------------------------
+_CRITICS = {"patchgan": PatchGAN, "wgan": WGANCritic}
+_CRITIC_FIELDS = {"features": int, "layers": int, "spectral_norm": bool}
+_OPTIMIZER_FIELDS = ("optimizer", "learning_rate", "warmup_steps", "decay_steps", "end_learning_rate",
+                     "weight_decay", "b1", "b2", "eps", "clip_norm")
+
+
+def _critic_options(config: Any) -> tuple[type[nnx.Module], dict[str, Any]]:
+    """``(class, keyword arguments)`` of a critic config, validated."""
+    if not isinstance(config, Mapping) or config.get("model") not in _CRITICS:
+        raise InvalidDataError(f"critic config: expected an object with 'model' one of {sorted(_CRITICS)}, "
+                               f"got {config!r}")
+    options = {k: v for k, v in config.items() if k != "model"}
+    for name, value in options.items():
+        kind = _CRITIC_FIELDS.get(name)
+        if kind is None:
+            raise InvalidDataError(f"critic config: unknown field {name!r}; known: "
+                                   f"{['model', *sorted(_CRITIC_FIELDS)]}")
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 1)):
+            raise InvalidDataError(f"critic config: {name} must be "
+                                   f"{'an integer >= 1' if kind is int else 'true or false'}, got {value!r}")
+    return _CRITICS[config["model"]], options
+
+
+def build_critic(config: Mapping[str, Any], channels: int, rngs: nnx.Rngs) -> nnx.Module:
+    """The critic of ``config``: ``{"model": "patchgan" | "wgan", "features": int, "layers": int,
+    "spectral_norm": bool}`` (missing fields take the defaults of :class:`PatchGAN` /
+    :class:`WGANCritic`), for images of ``channels`` (1 real, 2 complex).
+
+    Raises:
+        InvalidDataError: an unknown model or field, a bad value.
+    """
+    cls, options = _critic_options(config)
+    return cls(channels, **options, rngs=rngs)
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig(TrainConfig):
+    """GAN training configuration: a :class:`recon.train.TrainConfig` of the generator plus the critic.
+
+    The fields of :class:`~recon.train.TrainConfig` keep their meaning for the generator
+    (``optimizer`` ... ``clip_norm`` its optimiser and schedule, ``loss`` the pixel loss, default
+    ``{"l1": 1.0}``, ``model`` its model config) and for the loop (``batch_size``,
+    ``checkpoint_every``, ``keep_checkpoints``).
+
+    Attributes:
+        critic: the critic's config, as :func:`build_critic` takes it.
+        critic_optimizer: optimiser fields of the critic that differ from the generator's, e.g.
+            ``{"learning_rate": 4e-4}`` (two time-scale update rule); ``{}``: the same.
+        adversarial: ``"lsgan"`` or ``"wgan-gp"`` (:func:`make_gan_step`).
+        adv_weight: weight of the adversarial term in the generator loss; 0 trains the generator
+            on the pixel loss alone (the critic still trains and is logged, without effect).
+        gp_weight: weight of the gradient penalty (``"wgan-gp"``).
+        critic_steps: critic updates per generator update.
+        ema_decay: decay ``d`` of the generator's weight average (the inference model); step
+            ``t`` (0-based) averages with ``min(d, (1 + t) / (10 + t))``, so early steps are not
+            dominated by the initial weights (TensorFlow's ``ExponentialMovingAverage`` rule).
+        seed: seed of the RNG key of the steps (gradient-penalty interpolation).
+    """
+
+    loss: dict[str, float] = dataclasses.field(default_factory=lambda: {"l1": 1.0})
+    critic: dict[str, Any] = dataclasses.field(default_factory=lambda: {"model": "patchgan"})
+    critic_optimizer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    adversarial: Adversarial = "lsgan"
+    adv_weight: float = 1e-3
+    gp_weight: float = 10.0
+    critic_steps: int = 1
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> GANConfig:
+        """Validate a config mapping; unknown fields and bad values raise InvalidDataError."""
+        c = super().from_dict(config)
+        _critic_options(c.critic)
+        if not isinstance(c.critic_optimizer, Mapping) or set(c.critic_optimizer) - set(_OPTIMIZER_FIELDS):
+            raise InvalidDataError(f"GAN config: critic_optimizer must be an object of optimiser fields "
+                                   f"{list(_OPTIMIZER_FIELDS)}, got {c.critic_optimizer!r}")
+        TrainConfig.from_dict(c.optimizer_config("critic"))
+        make_gan_step(c.loss, adversarial=c.adversarial, adv_weight=c.adv_weight, gp_weight=c.gp_weight,
+                      critic_steps=c.critic_steps)  # validates those fields
+        d = c.ema_decay
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
+            raise InvalidDataError(f"GAN config: ema_decay must be a number in [0, 1), got {d!r}")
+        if isinstance(c.seed, bool) or not isinstance(c.seed, int) or c.seed < 0:
+            raise InvalidDataError(f"GAN config: seed must be an integer >= 0, got {c.seed!r}")
+        return c
+
+    def optimizer_config(self, part: Literal["generator", "critic"]) -> dict[str, Any]:
+        """The optimiser fields of ``part``, a mapping for :func:`recon.train.make_optimizer`."""
+        fields = {name: getattr(self, name) for name in _OPTIMIZER_FIELDS}
+        return fields if part == "generator" else {**fields, **self.critic_optimizer}
+
+
+_GAN_CURVES = (("generator", ("loss", "pixel", "adversarial")),
+               ("critic", ("critic", "real_score", "fake_score", "gradient_penalty")),
+               ("learning rate", ("lr", "lr_critic")))
+
+
+def train_gan(generator: nnx.Module, critic: nnx.Module, config: Mapping[str, Any], dataset: Dataset,
+              out_dir: PathLike, *, steps: int, resume: bool = False,
+              progress: bool = True) -> tuple[list[dict[str, Any]], nnx.Module]:
+    """Train ``generator`` and ``critic`` in place by alternating GAN steps until ``steps`` in all.
+
+    The loop of :func:`recon.train.fit`: each step is one :func:`make_gan_step` step (the key
+    drawn from an ``nnx.Rngs(config.seed)``), then :func:`ema_update` of the averaged generator.
+    Checkpoints hold ``generator``, ``critic``, ``generator_optimizer``, ``critic_optimizer``,
+    ``ema`` (the averaged generator) and ``rngs`` (key and count), so a resumed run equals an
+    uninterrupted one bit for bit. Each record of ``metrics.jsonl`` holds the step's ``generator``
+    (total), ``pixel``, ``adversarial``, ``critic``, ``real_score``, ``fake_score`` (and
+    ``gradient_penalty`` for ``"wgan-gp"``), ``loss`` (= ``generator``, as in every run), ``lr``
+    and ``lr_critic``.
+
+    Args:
+        generator: an NNX module called as ``generator(**batch["inputs"])``, same shape as the
+            target (complex outputs against real targets compared in magnitude).
+        critic: a critic of the config's ``critic`` (:func:`build_critic`).
+        config: a :class:`GANConfig` mapping.
+        dataset, out_dir, steps, resume, progress: as in :func:`recon.train.fit`.
+
+    Returns:
+        ``(history, ema)``: the records of ``metrics.jsonl`` and the averaged generator (a copy of
+        ``generator``'s architecture), the model for inference.
+
+    Raises:
+        InvalidDataError: a bad config, and as :func:`recon.train.fit`.
+        OutputError: as :func:`recon.train.fit`.
+    """
+    c = GANConfig.from_dict(config)
+    ema = nnx.clone(generator)
+    g_config, c_config = c.optimizer_config("generator"), c.optimizer_config("critic")
+    g_opt = nnx.Optimizer(generator, make_optimizer(g_config), wrt=nnx.Param)
+    c_opt = nnx.Optimizer(critic, make_optimizer(c_config), wrt=nnx.Param)
+    g_lr, c_lr = learning_rate_schedule(g_config), learning_rate_schedule(c_config)
+    gan_step = make_gan_step(c.loss, adversarial=c.adversarial, adv_weight=c.adv_weight,
+                             gp_weight=c.gp_weight, critic_steps=c.critic_steps)
+    rngs = nnx.Rngs(c.seed)
+
+    def step(batch: dict, index: int) -> dict[str, Any]:
+        metrics = gan_step(generator, critic, g_opt, c_opt, batch, rngs())
+        ema_update(ema, generator, min(c.ema_decay, (1 + index) / (10 + index)))
+        return {"loss": metrics["generator"], **metrics, "lr": g_lr(index), "lr_critic": c_lr(index)}
+
+    parts = {"generator": generator, "critic": critic, "generator_optimizer": g_opt,
+             "critic_optimizer": c_opt, "ema": ema, "rngs": rngs}
+    trainer = Trainer(c.to_dict(), parts, step, c.batch_size, c.checkpoint_every, c.keep_checkpoints,
+                      curves=_GAN_CURVES)
+    return fit(trainer, dataset, out_dir, steps=steps, resume=resume, progress=progress), ema
+
+
+# ------------------------------------------------------------------------------------------------
+# enhancers on multi-coil MRI
+# ------------------------------------------------------------------------------------------------
+class MultiCoilEnhancer(nnx.Module):
+    """An image enhancer ``net`` on multi-coil examples ``(masked_kspace, mask, maps)``.
+
+    ``x0 = A^H y`` with ``A = MultiCoilMRI(maps, mask)`` (the coil-combined zero-filled image;
+    with ``sum_c |S_c|^2 = 1`` its magnitude is the object's where the maps are right), then
+    ``x = net(x0)``; with ``consistency`` the image is pulled back to the data
+    (:func:`recon.pnp.replace_measured`, ``maxiter`` CG steps): by default (``lam = 0``) exactly,
+    the measured k-space is kept and ``net`` fills in only what was not measured; ``lam > 0``
+    weighs closeness to ``net``'s image instead. With noisy data the exact projection fits the
+    noise of the measured samples, amplified by the conditioning of ``A`` (on the held-out slices
+    of ``gan_mri_small``, 30 CG steps took the PSNR from 28.1 dB to 21.7 dB; ``lam = 0.05`` gave
+    28.9 dB). Like the adapters of :mod:`recon.learned` it has no parameters of its own.
+
+    ``masked_kspace (..., coils, ny, nx)`` complex64, ``mask (..., ny, nx)`` float32, ``maps``
+    like the k-space -> complex64 image ``(..., ny, nx)``.
+    """
+
+    def __init__(self, net: nnx.Module, *, consistency: bool = True, lam: float = 0.0, maxiter: int = 30):
+        self.net, self.consistency, self.lam, self.maxiter = net, consistency, lam, maxiter
+
+    @staticmethod
+    def _items(masked_kspace, mask, maps) -> tuple[jax.Array, ...]:
+        """``(y, mask, maps, A^H y)`` with one leading item axis, and the leading shape."""
+        k = jnp.asarray(masked_kspace, jnp.complex64)
+        maps, mask = jnp.asarray(maps, jnp.complex64), jnp.asarray(mask, jnp.float32)
+        if k.ndim < 3 or maps.shape != k.shape or mask.shape != k.shape[:-3] + k.shape[-2:]:
+            raise ShapeError(f"MultiCoilEnhancer: expected masked_kspace and maps (..., coils, ny, nx) "
+                             f"and mask (..., ny, nx), got {k.shape}, {maps.shape} and {mask.shape}")
+        k, mask, maps = k.reshape(-1, *k.shape[-3:]), mask.reshape(-1, *k.shape[-2:]), maps.reshape(k.shape)
+        x0 = jax.vmap(lambda y, m, s: MultiCoilMRI(s, m).adjoint(y))(k, mask, maps)
+        return k, mask, maps, x0, jnp.shape(masked_kspace)[:-3]
+
+    def zero_filled(self, masked_kspace: jax.Array, mask: jax.Array, maps: jax.Array) -> jax.Array:
+        """``x0 = A^H y`` per item, complex64 ``(..., ny, nx)``."""
+        *_, x0, lead = self._items(masked_kspace, mask, maps)
+        return x0.reshape(*lead, *x0.shape[-2:])
+
+    def __call__(self, masked_kspace: jax.Array, mask: jax.Array, maps: jax.Array) -> jax.Array:
+        k, m, s, x0, lead = self._items(masked_kspace, mask, maps)
+        x = self.net(x0)
+        if self.consistency:
+            def consistent(x, y, m, s):
+                return replace_measured(x, y, s, m, lam=self.lam, maxiter=self.maxiter)[0]
+
+            x = jax.vmap(consistent)(x, k, m, s)
+        return x.reshape(*lead, *x.shape[-2:])

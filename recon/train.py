@@ -1,17 +1,22 @@
 """Training of learned reconstruction: optimiser and schedule, losses, the loop, checkpoints, logs.
 
 A model is any Flax NNX module called as ``model(**batch["inputs"])`` whose output is compared
-with ``batch["target"]`` (batches from :mod:`recon.data`). :func:`train` runs the loop; it writes
-into its output folder
+with ``batch["target"]`` (batches from :mod:`recon.data`). :func:`fit` is the one training loop:
+it runs a :class:`Trainer` (the NNX objects that change and one step function) -- the supervised
+one of :func:`train`, or the GAN one of :func:`recon.gan.train_gan` -- and writes into its output
+folder
 
-- ``config.json``: the training config (:class:`TrainConfig`) as JSON;
-- ``metrics.jsonl``: one JSON object per step: ``step`` (steps done), ``loss``, ``lr`` (the
-  learning rate of that step), ``examples_per_s`` (batch size over the time since the previous
+- ``config.json``: the run's config (:class:`TrainConfig` for :func:`train`) as JSON;
+- ``metrics.jsonl``: one JSON object per step: ``step`` (steps done), the step's metrics --
+  always ``loss`` (the minimised objective) and ``lr`` (the learning rate of that step), for
+  :func:`train` only those -- then ``examples_per_s`` (batch size over the time since the previous
   step, data and compilation included) and ``wall_s`` (seconds of training, over all resumed runs);
-- ``curves.png``: loss and learning rate against the step;
-- ``checkpoints/<step>/``: orbax-checkpoint folders holding the model state and the optimiser
-  state (arrays) and, as JSON, the step, the data-order state ``(seed, epoch, position)`` and the
-  signature (path, shape, dtype) of every array. Nothing is pickled.
+- ``curves.png``: the metrics against the step (loss and learning rate for :func:`train`);
+- ``checkpoints/<step>/``: orbax-checkpoint folders holding the state of every part of the
+  trainer (arrays: model and optimiser state, for a GAN also the critic, its optimiser, the EMA
+  generator and the RNG key) and, as JSON, the step, the data-order state
+  ``(seed, epoch, position)`` and the signature (path, shape, dtype) of every array. Nothing is
+  pickled.
 
 Exact resume: the data order and every random mask are functions of ``(seed, epoch, index)``
 (:mod:`recon.data`), and the checkpoint holds everything else that changes during training, so
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -48,8 +54,8 @@ from recon.data import Dataset, batch_stream, prefetch
 from recon.metrics import ssim
 from recon.progress import progress_bar
 
-__all__ = ["LOSSES", "TrainConfig", "combined_loss", "l1_loss", "learning_rate_schedule", "load_model",
-           "make_optimizer", "make_train_step", "mse_loss", "save_model", "ssim_loss", "train"]
+__all__ = ["LOSSES", "TrainConfig", "Trainer", "combined_loss", "fit", "l1_loss", "learning_rate_schedule",
+           "load_model", "make_optimizer", "make_train_step", "mse_loss", "save_model", "ssim_loss", "train"]
 
 PathLike = str | os.PathLike
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
@@ -158,12 +164,20 @@ def _json(value: Any, what: str) -> str:
 def learning_rate_schedule(config: Mapping[str, Any]) -> optax.Schedule:
     """Linear warm-up from 0 to ``learning_rate``, then cosine decay to ``end_learning_rate``."""
     c = TrainConfig.from_dict(config)
-    return optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, c.warmup_steps, c.decay_steps,
-                                              c.end_learning_rate)
+    return _schedule(c.learning_rate, c.warmup_steps, c.decay_steps, c.end_learning_rate)
+
+
+def _schedule(learning_rate: float, warmup_steps: int, decay_steps: int,
+              end_learning_rate: float) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, decay_steps,
+                                              end_learning_rate)
 
 
 def make_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
     """Global-norm gradient clipping, then Adam or AdamW on :func:`learning_rate_schedule`.
+
+    Equal settings give the same (stateless) transformation object: ``nnx.Optimizer`` keeps it as
+    static data, so optimisers of equal settings share compiled training steps.
 
     Args:
         config: a :class:`TrainConfig` mapping (fields ``optimizer``, ``learning_rate``,
@@ -171,12 +185,20 @@ def make_optimizer(config: Mapping[str, Any]) -> optax.GradientTransformation:
             ``b2``, ``eps``, ``clip_norm``).
     """
     c = TrainConfig.from_dict(config)
-    schedule = learning_rate_schedule(config)
-    if c.optimizer == "adamw":
-        adam = optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay)
+    return _optimizer(c.optimizer, c.learning_rate, c.warmup_steps, c.decay_steps, c.end_learning_rate,
+                      c.weight_decay, c.b1, c.b2, c.eps, c.clip_norm)
+
+
+@functools.cache
+def _optimizer(optimizer: str, learning_rate: float, warmup_steps: int, decay_steps: int,
+               end_learning_rate: float, weight_decay: float, b1: float, b2: float, eps: float,
+               clip_norm: float | None) -> optax.GradientTransformation:
+    schedule = _schedule(learning_rate, warmup_steps, decay_steps, end_learning_rate)
+    if optimizer == "adamw":
+        adam = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     else:
-        adam = optax.adam(schedule, b1=c.b1, b2=c.b2, eps=c.eps)
-    return adam if c.clip_norm is None else optax.chain(optax.clip_by_global_norm(c.clip_norm), adam)
+        adam = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
+    return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
 
 
 # ----------------------------------------------------------------------------------- losses
@@ -311,49 +333,76 @@ def _mismatch(expected: dict[str, list], found: dict[str, list], where: str) -> 
                                    "does not have; saved from another architecture?")
 
 
+# ----------------------------------------------------------------------------------- trainer
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """What :func:`fit` trains: the checkpointed NNX objects and one training step.
+
+    Attributes:
+        config: the run's config as JSON data; written to ``config.json``, and a resumed run must
+            have the same.
+        parts: the objects the step changes, by name (modules, ``nnx.Optimizer`` s, ``nnx.Rngs``);
+            their whole state is what a checkpoint holds (``<name>/path/to/array``).
+        step: ``step(batch, index) -> {metric: scalar}``, training step ``index`` (0-based) on a
+            batch of :func:`recon.data.batch_stream`, updating ``parts`` in place. Every metric
+            must be finite; ``"loss"`` (the minimised objective, shown by the progress bar) and
+            ``"lr"`` are always among them.
+        batch_size, checkpoint_every, keep_checkpoints: as in :class:`TrainConfig`.
+        curves: the panels of ``curves.png``: ``(title, metric names)`` each.
+    """
+
+    config: dict[str, Any]
+    parts: dict[str, Any]
+    step: Callable[[dict, int], Mapping[str, Any]]
+    batch_size: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    curves: tuple[tuple[str, tuple[str, ...]], ...] = (("training loss", ("loss",)), ("schedule", ("lr",)))
+
+
 # ----------------------------------------------------------------------------------- checkpoints
-def _train_state(model: nnx.Module, optimizer: nnx.Optimizer) -> dict[str, Any]:
-    return {"model": nnx.to_pure_dict(nnx.state(model)), "optimizer": nnx.to_pure_dict(nnx.state(optimizer))}
+def _train_state(parts: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: nnx.to_pure_dict(nnx.state(part)) for name, part in parts.items()}
 
 
-def _restore(manager: ocp.CheckpointManager, step: int, model: nnx.Module,
-             optimizer: nnx.Optimizer) -> dict[str, Any]:
-    """Load checkpoint ``step`` into ``model`` and ``optimizer``; return its JSON metadata."""
+def _restore(manager: ocp.CheckpointManager, step: int, parts: Mapping[str, Any]) -> dict[str, Any]:
+    """Load checkpoint ``step`` into ``parts``; return its JSON metadata."""
     where = f"checkpoint {manager.directory / str(step)}"
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    current = _train_state(model, optimizer)
+    current = _train_state(parts)
     _mismatch(_signature(current), meta["signature"], where)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, current)
     saved = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-    for target, part in ((model, "model"), (optimizer, "optimizer")):
+    for name, target in parts.items():
         state = nnx.state(target)
-        nnx.replace_by_pure_dict(state, saved[part])
+        nnx.replace_by_pure_dict(state, saved[name])
         nnx.update(target, state)
     return meta
 
 
-def _save(manager: ocp.CheckpointManager, step: int, model: nnx.Module, optimizer: nnx.Optimizer,
-          meta: dict[str, Any]) -> None:
-    state = _train_state(model, optimizer)
+def _save(manager: ocp.CheckpointManager, step: int, parts: Mapping[str, Any], meta: dict[str, Any]) -> None:
+    state = _train_state(parts)
     meta = {**meta, "step": step, "signature": _signature(state)}
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(meta)), force=True)
 
 
-def _write_curves(path: Path, history: list[dict[str, Any]]) -> None:
-    """PNG of the loss and the learning rate against the step."""
+def _write_curves(path: Path, history: list[dict[str, Any]],
+                  panels: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    """PNG of ``panels`` (``(title, metric names)``, one subplot each) against the step."""
     from matplotlib.figure import Figure
 
     steps = [r["step"] for r in history]
-    fig = Figure(figsize=(9, 3.4))
-    ax_loss, ax_lr = fig.subplots(1, 2)
-    ax_loss.plot(steps, [r["loss"] for r in history], lw=1)
-    if all(r["loss"] > 0 for r in history):
-        ax_loss.set_yscale("log")
-    ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
-    ax_lr.plot(steps, [r["lr"] for r in history], lw=1, color="tab:orange")
-    ax_lr.set(xlabel="step", ylabel="learning rate", title="schedule")
-    for ax in (ax_loss, ax_lr):
+    fig = Figure(figsize=(4.5 * len(panels), 3.4))
+    for ax, (title, names) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        names = [n for n in names if n in history[0]]
+        for name in names:
+            ax.plot(steps, [r[name] for r in history], lw=1, label=name)
+        if names and all(r[n] > 0 for r in history for n in names):
+            ax.set_yscale("log")
+        ax.set(xlabel="step", title=title)
+        if len(names) > 1:
+            ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.png")
@@ -376,22 +425,22 @@ def _read_history(path: Path, up_to: int) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------- loop
-def _resume(manager: ocp.CheckpointManager, out: Path, c: TrainConfig, model: nnx.Module,
-            optimizer: nnx.Optimizer, dataset: Dataset, resume: bool) -> tuple[int, float]:
+def _resume(manager: ocp.CheckpointManager, out: Path, trainer: Trainer, dataset: Dataset,
+            resume: bool) -> tuple[int, float]:
     """Restore the latest checkpoint of ``out`` (or start a run there); ``(step, wall_s)``."""
     latest = manager.latest_step()
     if latest is None:
-        _write_atomic(out / CONFIG, _json(c.to_dict(), "training config").encode())
+        _write_atomic(out / CONFIG, _json(trainer.config, "training config").encode())
         return 0, 0.0
     if not resume:
         raise OutputError(f"{out} holds checkpoints of an earlier run (latest: step {latest}); "
                           "pass resume=True to continue it or choose another folder")
-    saved, current = _read_json(out / CONFIG, "training config"), c.to_dict()
+    saved, current = _read_json(out / CONFIG, "training config"), trainer.config
     if saved != current:
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise InvalidDataError(f"{out / CONFIG}: the run was trained with another config "
                                f"(fields {changed} differ); resume needs the same config")
-    meta = _restore(manager, latest, model, optimizer)
+    meta = _restore(manager, latest, trainer.parts)
     data = meta["data"]
     if (data["seed"], data["examples"]) != (dataset.seed, len(dataset)):
         raise InvalidDataError(
@@ -400,32 +449,35 @@ def _resume(manager: ocp.CheckpointManager, out: Path, c: TrainConfig, model: nn
     return latest, meta["wall_s"]
 
 
-def train(model: nnx.Module, config: Mapping[str, Any], dataset: Dataset, out_dir: PathLike, *,
-          steps: int, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Train ``model`` in place until it has taken ``steps`` optimiser steps in all.
+def fit(trainer: Trainer, dataset: Dataset, out_dir: PathLike, *, steps: int, resume: bool = False,
+        progress: bool = True) -> list[dict[str, Any]]:
+    """Run ``trainer`` until it has taken ``steps`` steps in all: the loop of every training.
+
+    Batches come from :func:`recon.data.batch_stream` through a background
+    :func:`recon.data.prefetch` thread; each step's metrics, with ``step`` (steps done),
+    ``examples_per_s`` and ``wall_s``, are appended to ``metrics.jsonl``; every
+    ``checkpoint_every`` steps and at the end the state of ``trainer.parts`` and the data order
+    are checkpointed; ``curves.png`` is drawn at the end (layout in the module docstring).
 
     Args:
-        model: an NNX module called as ``model(**batch["inputs"])``.
-        config: a :class:`TrainConfig` mapping.
-        dataset: a :class:`recon.data.Dataset`; batches come from :func:`recon.data.batch_stream`
-            through a background :func:`recon.data.prefetch` thread.
-        out_dir: the run's folder (created if missing; layout in the module docstring).
+        trainer: the parts, step and config of the run (:class:`Trainer`).
+        dataset: a :class:`recon.data.Dataset`.
+        out_dir: the run's folder (created if missing).
         steps: total number of steps of the run; a resumed run continues from its checkpoint's
             step up to ``steps`` (nothing is done if it is already there).
-        resume: continue from the latest checkpoint in ``out_dir`` (``model`` must be the same
-            architecture, freshly built; a folder without checkpoints starts from step 0).
+        resume: continue from the latest checkpoint in ``out_dir`` (the parts must be of the same
+            architecture; a folder without checkpoints starts from step 0).
         progress: show a progress bar with loss and throughput (only when stderr is a terminal).
 
     Returns:
         The run's log, the records of ``metrics.jsonl`` (earlier resumed parts included).
 
     Raises:
-        InvalidDataError: bad config or ``steps``; on resume, a config, dataset or architecture
-            that differs from the checkpoint's; a non-finite loss (training stops at that step,
-            the last checkpoint is kept).
+        InvalidDataError: bad ``steps``; on resume, a config, dataset or architecture that differs
+            from the checkpoint's; a non-finite metric (training stops at that step, the last
+            checkpoint is kept).
         OutputError: ``out_dir`` not writable, or it holds checkpoints and ``resume`` is False.
     """
-    c = TrainConfig.from_dict(config)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InvalidDataError(f"steps must be a positive integer, got {steps!r}")
     out = Path(out_dir).resolve()
@@ -433,47 +485,79 @@ def train(model: nnx.Module, config: Mapping[str, Any], dataset: Dataset, out_di
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create the training folder {out}: {e.strerror or e}") from e
-    if c.batch_size > len(dataset):
-        raise InvalidDataError(f"batch_size {c.batch_size} exceeds the dataset's {len(dataset)} examples")
-    optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
-    schedule = learning_rate_schedule(config)
-    step_fn = make_train_step(combined_loss(c.loss))
-    options = ocp.CheckpointManagerOptions(max_to_keep=c.keep_checkpoints)
+    if trainer.batch_size > len(dataset):
+        raise InvalidDataError(f"batch_size {trainer.batch_size} exceeds the dataset's {len(dataset)} "
+                               "examples")
+    options = ocp.CheckpointManagerOptions(max_to_keep=trainer.keep_checkpoints)
     with ocp.CheckpointManager(out / CHECKPOINTS, options=options) as manager:
-        start, wall = _resume(manager, out, c, model, optimizer, dataset, resume)
+        start, wall = _resume(manager, out, trainer, dataset, resume)
         history = _read_history(out / METRICS, start)
         _write_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
         if start < steps:
-            stream = prefetch(batch_stream(dataset, c.batch_size, start=start, stop=steps))
+            stream = prefetch(batch_stream(dataset, trainer.batch_size, start=start, stop=steps))
             bar = progress_bar("train", "loss {task.fields[loss]:.4g}", "{task.fields[rate]:.1f} ex/s",
                                enabled=progress)
             with contextlib.closing(stream), bar, open(out / METRICS, "a") as log:
                 task = bar.add_task("train", total=steps, completed=start, loss=math.nan, rate=0.0)
                 last = time.perf_counter()
                 for step, batch in enumerate(stream, start=start):
-                    loss = float(step_fn(model, optimizer, batch))
+                    metrics = {name: float(v) for name, v in trainer.step(batch, step).items()}
                     now = time.perf_counter()
-                    wall, rate, last = wall + now - last, c.batch_size / (now - last), now
+                    wall, rate, last = wall + now - last, trainer.batch_size / (now - last), now
                     done = step + 1
-                    if not math.isfinite(loss):
-                        raise InvalidDataError(f"training loss is {loss} at step {done}; stopped "
-                                               f"(latest checkpoint: step {manager.latest_step()})")
-                    record = {"step": done, "loss": loss, "lr": float(schedule(step)),
-                              "examples_per_s": rate, "wall_s": wall}
+                    for name, value in metrics.items():
+                        if not math.isfinite(value):
+                            raise InvalidDataError(f"training {name} is {value} at step {done}; stopped "
+                                                   f"(latest checkpoint: step {manager.latest_step()})")
+                    record = {"step": done, **metrics, "examples_per_s": rate, "wall_s": wall}
                     history.append(record)
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    bar.update(task, completed=done, loss=loss, rate=rate)
-                    if done % c.checkpoint_every == 0 or done == steps:
-                        epoch, position = divmod(done, len(dataset) // c.batch_size)
-                        _save(manager, done, model, optimizer, {
+                    bar.update(task, completed=done, loss=metrics["loss"], rate=rate)
+                    if done % trainer.checkpoint_every == 0 or done == steps:
+                        epoch, position = divmod(done, len(dataset) // trainer.batch_size)
+                        _save(manager, done, trainer.parts, {
                             "data": {"seed": dataset.seed, "examples": len(dataset), "epoch": epoch,
-                                     "position": position * c.batch_size, "batch_size": c.batch_size},
+                                     "position": position * trainer.batch_size,
+                                     "batch_size": trainer.batch_size},
                             "wall_s": wall})
             manager.wait_until_finished()
     if history:
-        _write_curves(out / CURVES, history)
+        _write_curves(out / CURVES, history, trainer.curves)
     return history
+
+
+def train(model: nnx.Module, config: Mapping[str, Any], dataset: Dataset, out_dir: PathLike, *,
+          steps: int, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Train ``model`` in place (supervised) until it has taken ``steps`` optimiser steps in all.
+
+    :func:`fit` of ``model`` and its optimiser (:func:`make_optimizer`), checkpointed as
+    ``model`` and ``optimizer``, with the step of :func:`make_train_step` on the loss of
+    ``config``; each record holds ``loss`` and ``lr`` (the learning rate of that step).
+
+    Args:
+        model: an NNX module called as ``model(**batch["inputs"])``.
+        config: a :class:`TrainConfig` mapping.
+        dataset, out_dir, steps, resume, progress: as in :func:`fit`.
+
+    Returns:
+        The run's log, the records of ``metrics.jsonl`` (earlier resumed parts included).
+
+    Raises:
+        InvalidDataError: a bad config, and as :func:`fit`.
+        OutputError: as :func:`fit`.
+    """
+    c = TrainConfig.from_dict(config)
+    optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+    schedule = learning_rate_schedule(config)
+    step_fn = make_train_step(combined_loss(c.loss))
+
+    def step(batch: dict, index: int) -> dict[str, Any]:
+        return {"loss": step_fn(model, optimizer, batch), "lr": schedule(index)}
+
+    trainer = Trainer(c.to_dict(), {"model": model, "optimizer": optimizer}, step, c.batch_size,
+                      c.checkpoint_every, c.keep_checkpoints)
+    return fit(trainer, dataset, out_dir, steps=steps, resume=resume, progress=progress)
 
 
 # ----------------------------------------------------------------------------------- inference

@@ -21,7 +21,10 @@ zero-filled coil images; LPD ``0`` (its memories start at zero, as in Adler & Ok
 Cascades are unrolled Python loops; ``remat=True`` wraps each cascade in :func:`nnx.remat`
 (activations recomputed in the backward pass: memory of one cascade instead of all).
 Every model is built from a typed config (:meth:`ModelConfig.to_dict` / ``from_dict``, JSON
-ready) by :func:`build_model`.
+ready) by :func:`build_model`. The registry also holds the image-to-image denoisers that the GAN
+training of :mod:`recon.gan` trains as generators (enhancers, plug-and-play priors):
+:class:`REDCNNDenoiser` and :class:`UNetDenoiser`, ``x (B, ny, nx) -> (B, ny, nx)``, as
+scale-equivariant as the unrolled models (``D(a x) = a D(x)``, real ``a > 0``).
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ from physics.fft import ifftc
 from physics.linop import LinearOperator
 from physics.mri import MultiCoilMRI
 from recon.cg import cg
-from recon.nets import (ConvNet, DnCNN, FieldsOfExperts, NormUNet, from_channels, image_channels,
+from recon.gan import REDCNN
+from recon.nets import (ConvNet, DnCNN, FieldsOfExperts, NormUNet, UNet, from_channels, image_channels,
                         to_channels)
 from recon.sense import rss
 
-__all__ = ["E2EVarNet", "E2EVarNetConfig", "LearnedPrimalDual", "LearnedPrimalDualConfig", "MoDL",
-           "MoDLConfig", "ModelConfig", "VarNet", "VarNetConfig", "build_model", "calibration_mask"]
+__all__ = ["DENOISERS", "E2EVarNet", "E2EVarNetConfig", "LearnedPrimalDual", "LearnedPrimalDualConfig", "MoDL",
+           "MoDLConfig", "ModelConfig", "REDCNNConfig", "REDCNNDenoiser", "UNetDenoiser",
+           "UNetDenoiserConfig", "VarNet", "VarNetConfig", "build_model", "calibration_mask"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,6 +161,26 @@ class LearnedPrimalDualConfig(ModelConfig):
         if self.primal_memory < 2:
             raise InvalidDataError(f"{self.model} config: primal_memory must be >= 2 (slot 0 is the "
                                    f"output, slot 1 feeds A), got {self.primal_memory}")
+
+
+@dataclasses.dataclass(frozen=True)
+class REDCNNConfig(ModelConfig):
+    """RED-CNN denoiser (:class:`REDCNNDenoiser`): image type, features, convolutions per side."""
+
+    model: ClassVar[str] = "redcnn"
+    complex_images: bool = False
+    features: int = 96
+    layers: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetDenoiserConfig(ModelConfig):
+    """U-Net denoiser (:class:`UNetDenoiser`): image type, fastMRI U-Net width and depth."""
+
+    model: ClassVar[str] = "unet_denoiser"
+    complex_images: bool = True
+    chans: int = 32
+    pools: int = 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -428,15 +453,68 @@ class LearnedPrimalDual(nnx.Module):
 
 
 # ------------------------------------------------------------------------------------------------
+# image-to-image denoisers (GAN generators)
+# ------------------------------------------------------------------------------------------------
+def _standardised(net, x: jax.Array, complex_images: bool, who: str) -> jax.Array:
+    """``net`` (channels -> channels) on ``x (..., ny, nx)`` normalised per image and channel to
+    zero mean and unit standard deviation over ``(ny, nx)`` (std 1 where it is 0), de-normalised
+    after: ``D(a x) = a D(x)`` for real ``a > 0``, whatever the units of ``x``."""
+    if jnp.iscomplexobj(x) != complex_images or jnp.ndim(x) < 2:
+        raise ShapeError(f"{who}: built for {'complex' if complex_images else 'real'} images "
+                         f"(..., ny, nx), got {jnp.result_type(x)} {tuple(jnp.shape(x))}")
+    h = to_channels(x)
+    mean = jnp.mean(h, axis=(-3, -2), keepdims=True)
+    var = jnp.var(h, axis=(-3, -2), keepdims=True)
+    std = jnp.sqrt(jnp.where(var > 0, var, 1.0))
+    return from_channels(net((h - mean) / std) * std + mean)
+
+
+class REDCNNDenoiser(nnx.Module):
+    """:class:`recon.gan.REDCNN` on standardised images (:func:`_standardised`): ``x (..., ny, nx)``
+    float32 (or complex64 with ``complex_images``) -> same shape and dtype; ``ny, nx >= 4 layers + 1``.
+    Residual by RED-CNN's own input shortcut: with zero weights it is the identity."""
+
+    config_type: ClassVar[type[ModelConfig]] = REDCNNConfig
+
+    def __init__(self, config: REDCNNConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.net = REDCNN(image_channels(config.complex_images), config.features, config.layers, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return _standardised(lambda h: to_channels(self.net(from_channels(h))), x,
+                             self.config.complex_images, "REDCNNDenoiser")
+
+
+class UNetDenoiser(nnx.Module):
+    """Residual fastMRI :class:`recon.nets.UNet` on standardised images: ``x + s U((x - m) / s)``
+    per channel (:func:`_standardised`; a :class:`recon.nets.NormUNet` that learns the residual).
+    ``x (..., ny, nx)`` complex64 (or float32 without ``complex_images``) -> same shape and dtype."""
+
+    config_type: ClassVar[type[ModelConfig]] = UNetDenoiserConfig
+
+    def __init__(self, config: UNetDenoiserConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        c = image_channels(config.complex_images)
+        self.unet = UNet(c, c, config.chans, config.pools, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return _standardised(lambda h: h + self.unet(h), x, self.config.complex_images, "UNetDenoiser")
+
+
+# ------------------------------------------------------------------------------------------------
 # factory
 # ------------------------------------------------------------------------------------------------
+#: The image-to-image denoisers (GAN generators) among the models.
+DENOISERS: tuple[type[nnx.Module], ...] = (REDCNNDenoiser, UNetDenoiser)
+
 _MODELS: dict[str, type[nnx.Module]] = {cls.config_type.model: cls
-                                        for cls in (VarNet, E2EVarNet, MoDL, LearnedPrimalDual)}
+                                        for cls in (VarNet, E2EVarNet, MoDL, LearnedPrimalDual, *DENOISERS)}
 
 
 def build_model(config: dict[str, Any], rngs: nnx.Rngs) -> nnx.Module:
     """The model named by ``config["model"]`` (``"varnet"``, ``"e2e_varnet"``, ``"modl"``,
-    ``"learned_primal_dual"``) with the other entries as its config's fields.
+    ``"learned_primal_dual"``, ``"redcnn"``, ``"unet_denoiser"``) with the other entries as its
+    config's fields.
 
     Raises:
         InvalidDataError: ``config`` is not a dict, names no or an unknown model, or has unknown

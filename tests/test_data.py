@@ -214,3 +214,30 @@ def test_ct_errors(tmp_path):
     bad_hook = CTSliceDataset(good, noise=lambda s, rng: s[:-1])
     with pytest.raises(ShapeError, match="noise hook returned shape"):
         bad_hook.example(0, 0)
+
+
+def test_mixed_protocols_draw_each_setting_per_example(sim):
+    def masks(ds):
+        return [ds.example(i % len(ds), epoch)["inputs"]["mask"][0] for epoch in range(30) for i in range(len(ds))]
+
+    ds = SliceDataset(sim.files, acceleration=[4, 8], center_fraction=[0.125, 0.0625], seed=3)
+    drawn = masks(ds)
+    np.testing.assert_array_equal(drawn, masks(ds))  # the draws are functions of (seed, epoch, index)
+    counts = np.array([m.sum() for m in drawn])
+    assert (counts <= 5).any() and (counts >= 7).any()  # 32 / 8 = 4 and 32 / 4 = 8 columns
+    kinds = SliceDataset(sim.files, acceleration=4, center_fraction=0.125, mask=["random", "equispaced"], seed=3)
+    outer = [np.diff(np.flatnonzero(m[:14])) for m in masks(kinds)]  # columns left of the centre block
+    regular = [len(d) > 0 and np.ptp(d) == 0 for d in outer]
+    assert any(regular) and not all(regular)  # equispaced and random both occur
+    with pytest.raises(InvalidDataError, match="center_fraction"):
+        SliceDataset(sim.files, acceleration=[4, 8], center_fraction=[0.1, 0.1, 0.1])
+    with pytest.raises(InvalidDataError, match="mask"):
+        SliceDataset(sim.files, mask=["random", "radial"])
+
+
+def test_simulated_dataset_varies_size_and_slices(tmp_path):
+    ds = simulated_dataset(tmp_path, n=4, size=[16, 24], coils=2, slices=[1, 2], seed=5)
+    shapes = [ds.example(i, 0)["target"].shape for i in range(len(ds))]
+    assert len(ds) == 6  # files: 16 px 1 slice, 24 px 1 slice, 16 px 2 slices, 24 px 2 slices
+    assert sorted(set(shapes)) == [(16, 16), (24, 24)]
+    assert sorted(p.name.split("_")[1] for p in ds.files) == ["16px", "16px", "24px", "24px"]

@@ -45,7 +45,7 @@ SMALL = ("modl_small", "varnet_small", "lpd_ct_small")
 def tiny(name: str) -> base.Experiment:
     """Experiment ``name`` on 32 x 32 data (2 training, 1 test slice) with a one-cascade model."""
     e = base.get(name)
-    size = dict(coils=4, center_fraction=0.16) if e.data.kind == "mri" else dict(angles=16)
+    size = dict(coils=4, acceleration=4.0, center_fraction=0.16) if e.data.kind == "mri" else dict(angles=16)
     return dataclasses.replace(e, model={**e.model, **TINY_MODELS[e.model["model"]]},
                                data=dataclasses.replace(e.data, size=32, train=2, test=1, **size))
 
@@ -279,7 +279,7 @@ def test_bad_inputs_give_one_line_and_status_2(runs, e2e, raw, tmp_path, capsys)
         (["reconstruct", mri, "-o", out, "--method", "e2e-varnet", "--weights", str(no_config)],
          "config.json"),
         (["reconstruct", mri, "-o", out, "--method", "modl", "--weights", str(good)], "needs a 'modl' model"),
-        (["reconstruct", mri, "-o", out, "--method", "modl"], "needs --weights"),
+        (["reconstruct", mri, "-o", out, "--method", "varnet"], "needs --weights"),
         (["reconstruct", mri, "-o", out, "--method", "learned-primal-dual", "--weights", str(lpd)],
          "complex_images=False"),
         (["reconstruct", ct, "-o", out, "--method", "modl", "--weights", str(modl)], "complex_images=True"),

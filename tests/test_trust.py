@@ -2,7 +2,8 @@
 
 The CG-SENSE solution of noisy data fits them to the noise level and must not be flagged; the same
 image with a bright disc that is not in the data must be; on pure noise the noise-only residual
-must equal the measured one and the estimated sigma the true one.
+must equal the measured one and the estimated sigma the true one. A magnitude image is checked
+with its best-fitting phase; the CT noise level of a low-dose file matches the actual noise.
 """
 
 from typing import NamedTuple
@@ -12,14 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from physics.ct import ct_operator
+from physics.ct_geometry import parallel_beam
+from physics.ct_phantom import shepp_logan_ct
+from physics.dose import log_transform, photon_counts
 from physics.errors import InvalidDataError, ShapeError
 from physics.fft import fftc
 from physics.mri import MultiCoilMRI
 from physics.sampling import equispaced_mask
 from physics.noise import add_noise
 from physics.phantom import birdcage_maps, brain_phantom
+from recon.io import CTData
 from recon.sense import cg_sense
-from recon.trust import FACTOR, estimate_sigma, trust_figure, trust_fields, trust_report, write_trust
+from recon.trust import (FACTOR, ct_sigma, ct_trust, estimate_sigma, fit_phase, mri_trust, sense_trust,
+                         stack_reports, trust_figure, trust_fields, trust_report, write_trust)
 
 N, COILS = 48, 4
 
@@ -141,3 +148,56 @@ def test_bad_input(case):
         trust_report(A, y, x, factor=0.0)
     with pytest.raises(InvalidDataError, match="departure"):
         trust_figure(np.asarray(x), np.asarray(x), trust_report(A, y, x))
+
+
+def test_magnitude_image_gets_the_best_fitting_phase(case):
+    """A magnitude image has no phase to test against the data: sense_trust fits the best one
+    (fit_phase from the CG-SENSE phase), so the CG-SENSE magnitude is trusted as CG-SENSE itself
+    is, though with a wrong phase it would be flagged, and a disc added to it is still flagged."""
+    A, y, x, _, disc, sim = case
+    magnitude = np.abs(np.asarray(x)).astype(np.float32)
+    yy, xx = np.mgrid[:N, :N]
+    ramp = np.exp(2j * np.pi * (xx + yy) / N).astype(np.complex64)
+    wrong = trust_report(A, y, magnitude * ramp, sigma=sim.sigma)
+    assert bool(wrong.suspicious)
+    fitted = fit_phase(A, y, jnp.asarray(magnitude), jnp.asarray(magnitude * ramp))
+    np.testing.assert_allclose(np.abs(np.asarray(fitted)), magnitude, rtol=1e-5, atol=1e-6)
+    assert float(trust_report(A, y, fitted).residual) < float(wrong.residual)  # never increases
+    good = sense_trust(A, y, magnitude, sigma=sim.sigma)
+    assert not bool(good.suspicious)
+    assert float(good.residual) == pytest.approx(float(trust_report(A, y, x).residual), rel=0.05)
+    bad = sense_trust(A, y, magnitude + 0.5 * magnitude.max() * disc, sigma=sim.sigma)
+    assert bool(bad.suspicious)
+    # the departure map of a magnitude image compares magnitudes with CG-SENSE's
+    assert np.asarray(bad.departure)[disc > 0].min() > 0.3 > np.asarray(good.departure).max()
+
+
+def test_mri_trust_estimates_maps_and_stack_reports_joins_slices(case):
+    A, y, x, hallucinated, _, sim = case
+    mask = np.asarray(A.mask) > 0
+    kspace = np.asarray(y)
+    reports = [mri_trust(np.abs(np.asarray(image)), kspace, mask, sigma=sim.sigma)
+               for image in (x, hallucinated)]
+    report = stack_reports(reports)
+    assert report.residual.shape == (2,) and report.departure.shape == (2, N, N)
+    np.testing.assert_array_equal(np.asarray(report.suspicious), [False, True])
+    with pytest.raises(InvalidDataError, match="no reports"):
+        stack_reports([])
+
+
+def test_ct_sigma_is_the_noise_of_the_log_sinogram(rng):
+    """sigma^2 m of ct_sigma is ||y - p||^2 of Poisson noise after the log (counts or I0 alone)."""
+    g = parallel_beam((N, N), np.linspace(0, np.pi, 60, endpoint=False), 70, pixel_size=1.0)
+    image = shepp_logan_ct((N, N))[None] * 3.0
+    clean = np.asarray(ct_operator(g)(jnp.asarray(image)), np.float32)
+    counts = np.asarray(photon_counts(clean, 5e3, seed=2), np.float32)
+    y = np.asarray(log_transform(counts, 5e3), np.float32)
+    empirical = np.linalg.norm(y - clean) / np.sqrt(y.size)
+    assert float(ct_sigma(CTData(y, g, counts, 5e3))[0]) == pytest.approx(empirical, rel=0.03)
+    assert float(ct_sigma(CTData(y, g, None, 5e3))[0]) == pytest.approx(empirical, rel=0.03)
+    assert ct_sigma(CTData(clean, g)) is None
+    report = ct_trust(image, y, g, sigma=ct_sigma(CTData(y, g, counts, 5e3)))
+    assert float(report.residual[0]) == pytest.approx(float(report.expected[0]), rel=0.03)
+    # noiseless data: no noise level, no verdict (NaN), never a flag
+    noiseless = ct_trust(image + 0.01, clean, g)
+    assert np.isnan(float(noiseless.sigma[0])) and not bool(noiseless.suspicious[0])
