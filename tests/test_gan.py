@@ -224,3 +224,32 @@ def test_wgan_gp_steps(rng):
     complex_target = {"inputs": batch["inputs"], "target": batch["target"].astype(jnp.complex64)}
     with pytest.raises(ShapeError, match="needs both alike"):  # complex outputs of real targets are
         step(generator, critic, g_opt, c_opt, complex_target, jax.random.key(0))  # taken in magnitude
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+def test_red_cnn_layers_match_flax_values_and_gradients(pad):
+    """RED-CNN's layers run through recon.gan._fast_conv (a cropped 'same' convolution, a custom
+    kernel gradient); values and both gradients must equal flax's Conv / ConvTranspose."""
+    from recon.gan import _layer
+
+    layer = (nnx.Conv(3, 4, (5, 5), padding="VALID", rngs=rngs()) if pad == 0
+             else nnx.ConvTranspose(3, 4, (5, 5), padding="VALID", rngs=rngs()))
+    x = jax.random.normal(jax.random.key(2), (2, 11, 9, 3))
+    np.testing.assert_allclose(_layer(layer, x, pad), layer(x), rtol=1e-5, atol=1e-5)
+
+    kernel = layer.kernel[...]
+    fast = jax.grad(lambda k, v: jnp.sum(jnp.sin(_layer_with(layer, k, v, pad))), argnums=(0, 1))(kernel, x)
+    plain = jax.grad(lambda k, v: jnp.sum(jnp.sin(_flax_with(layer, k, v, pad))), argnums=(0, 1))(kernel, x)
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+def _layer_with(layer, kernel, x, pad):
+    from recon.gan import _fast_conv
+
+    return _fast_conv(x, kernel, pad) + layer.bias[...]
+
+
+def _flax_with(layer, kernel, x, pad):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad)] * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + layer.bias[...]
