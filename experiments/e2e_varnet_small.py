@@ -1,6 +1,6 @@
 """E2E-VarNet (Sriram et al. 2020), small: 8-coil simulated brain slices, CPU-sized.
 
-``EXPERIMENT`` trains in about 20 minutes on a 2-core CPU and is the model shipped in
+``EXPERIMENT`` trains in about 40 minutes on a 2-core CPU and is the model shipped in
 ``recon/data/e2e_varnet_small`` (``recon demo``, ``recon reconstruct --method e2e-varnet``). So
 that one model serves any matrix and the usual protocols, it sees matrices of 96 to 192 pixels,
 single 2D-phantom slices and slice pairs of a 3D phantom, random and equispaced masks at 4x (8 %
