@@ -43,11 +43,10 @@ from physics.ct_geometry import CTGeometry
 from physics.errors import FileFormatError, InvalidDataError, ReconError, ShapeError
 from physics.linop import LinearOperator
 from physics.mri import MultiCoilMRI
-from physics.noise import prewhiten
 from recon.fbp import fbp
 from recon.io import (CTData, is_ct, is_noncartesian, open_raw, read_ct, read_ct_image, read_images,
                       write_reconstruction)
-from recon.learned import normalised_ct_operator
+from recon.learned import masked_slice, normalised_ct_operator
 from recon.pipeline import ReconOptions, coil_maps
 from recon.pnp import pnp_admm, pnp_fista, replace_measured
 from recon.train import load_model
@@ -171,17 +170,7 @@ def _cartesian(kspace: np.ndarray, mask: np.ndarray, options: ReconOptions | Non
                whitening: np.ndarray | None) -> tuple[MultiCoilMRI, jax.Array]:
     """``(A, y)``: ``MultiCoilMRI`` with the maps of ``options`` (default ESPIRiT) and the masked,
     optionally pre-whitened k-space of one slice ``(coils, ky, kx)``."""
-    kspace = np.asarray(kspace)
-    if kspace.ndim != 3 or not np.iscomplexobj(kspace):
-        raise ShapeError(f"expected one slice of complex k-space (coils, ky, kx), got {kspace.dtype} "
-                         f"{kspace.shape}")
-    try:
-        mask = np.broadcast_to(np.asarray(mask, bool), kspace.shape[-2:])
-    except ValueError:
-        raise ShapeError(f"mask of shape {np.shape(mask)} does not fit k-space {kspace.shape}") from None
-    y = jnp.asarray(kspace, jnp.complex64) * mask
-    if whitening is not None:
-        y = prewhiten(y, whitening)
+    y, mask = masked_slice(kspace, mask, whitening)
     maps = coil_maps(np.asarray(y), mask, options or ReconOptions())
     return MultiCoilMRI(maps, jnp.asarray(mask, jnp.float32)), y
 

@@ -51,7 +51,7 @@ from recon.train import load_model
 from recon.unrolled import E2EVarNet, build_model
 
 __all__ = ["LEARNED_METHODS", "CTAdapter", "MapsDataset", "MultiCoilAdapter", "default_weights",
-           "load_trained", "normalised_ct_operator", "reconstruct_learned", "reconstruct_learned_ct",
+           "load_trained", "masked_slice", "normalised_ct_operator", "reconstruct_learned", "reconstruct_learned_ct",
            "score_test_set"]
 
 PathLike = str | os.PathLike
@@ -207,6 +207,26 @@ def _on_inputs(model: nnx.Module, inputs: dict[str, jax.Array]) -> jax.Array:
     return model(**inputs)
 
 
+def masked_slice(kspace: np.ndarray, mask: np.ndarray,
+                 whitening: np.ndarray | None = None) -> tuple[jax.Array, np.ndarray]:
+    """``(y, mask)``: one Cartesian slice ``kspace (coils, ky, kx)`` times its boolean ``mask``
+    (broadcast to ``(ky, kx)``), complex64, optionally pre-whitened by ``whitening (coils, coils)``.
+
+    Raises:
+        ShapeError: not one complex slice, or a mask that does not fit it.
+    """
+    kspace = np.asarray(kspace)
+    if kspace.ndim != 3 or not np.iscomplexobj(kspace):
+        raise ShapeError(f"expected one slice of complex k-space (coils, ky, kx), got {kspace.dtype} "
+                         f"{kspace.shape}")
+    try:
+        mask = np.broadcast_to(np.asarray(mask, bool), kspace.shape[-2:])
+    except ValueError:
+        raise ShapeError(f"mask of shape {np.shape(mask)} does not fit k-space {kspace.shape}") from None
+    y = jnp.asarray(kspace, jnp.complex64) * mask
+    return (y if whitening is None else prewhiten(y, whitening)), mask
+
+
 def reconstruct_learned(model: nnx.Module, kspace: np.ndarray, mask: np.ndarray, *,
                         whitening: np.ndarray | None = None) -> np.ndarray:
     """Magnitude image ``(ny, nx)`` float32 of one Cartesian slice ``kspace (coils, ky, kx)``.
@@ -220,17 +240,7 @@ def reconstruct_learned(model: nnx.Module, kspace: np.ndarray, mask: np.ndarray,
             primal-dual).
         InvalidDataError: a model trained on real images (CT).
     """
-    kspace = np.asarray(kspace)
-    if kspace.ndim != 3 or not np.iscomplexobj(kspace):
-        raise ShapeError(f"expected one slice of complex k-space (coils, ky, kx), got {kspace.dtype} "
-                         f"{kspace.shape}")
-    try:
-        mask = np.broadcast_to(np.asarray(mask, bool), kspace.shape[-2:])
-    except ValueError:
-        raise ShapeError(f"mask of shape {np.shape(mask)} does not fit k-space {kspace.shape}") from None
-    k = jnp.asarray(kspace, jnp.complex64) * mask
-    if whitening is not None:
-        k = prewhiten(k, whitening)
+    k, mask = masked_slice(kspace, mask, whitening)
     if isinstance(model, E2EVarNet):
         return np.asarray(_on_kspace(model, k, jnp.asarray(mask, jnp.float32)), np.float32)
     A = MultiCoilMRI(coil_maps(np.asarray(k), mask, ReconOptions()), jnp.asarray(mask, jnp.float32))
