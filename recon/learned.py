@@ -51,8 +51,8 @@ from recon.train import load_model
 from recon.unrolled import E2EVarNet, build_model
 
 __all__ = ["LEARNED_METHODS", "CTAdapter", "MapsDataset", "MultiCoilAdapter", "default_weights",
-           "load_trained", "masked_slice", "normalised_ct_operator", "reconstruct_learned", "reconstruct_learned_ct",
-           "score_test_set"]
+           "load_trained", "masked_slice", "normalised_ct_operator", "reconstruct_learned",
+           "reconstruct_learned_ct", "score_test_set"]
 
 PathLike = str | os.PathLike
 
