@@ -10,8 +10,11 @@ simulates (or reuses) its data in ``out/data``, trains into ``out`` (checkpoints
 :func:`recon.gan.train_gan` with ``gan``) and writes the inference weights to ``out/model``
 (``weights.msgpack`` + ``config.json``, what ``recon reconstruct --weights`` reads; for a GAN the
 averaged generator) with the experiment itself (``experiment.json``, what ``recon evaluate
---model`` reads to rebuild the test set). :func:`evaluate` scores saved weights on the
-experiment's held-out test set.
+--model`` reads to rebuild the test set); for a denoiser also ``calibration.json``, its relative
+error on a validation split (other phantoms than train and test; :func:`calibrate`), which the
+noise-weighted data consistency of ``recon enhance`` needs. ``pretrained`` starts submodules
+from another experiment's model (trained first when missing). :func:`evaluate` scores saved
+weights on the experiment's held-out test set.
 
 What a model is trained on: E2E-VarNet on the examples of :class:`recon.data.SliceDataset`;
 VarNet and MoDL on the same examples with ESPIRiT maps (:class:`recon.learned.MapsDataset`)
@@ -48,7 +51,7 @@ from recon.io import write_ct
 from recon.learned import CTAdapter, MapsDataset, MultiCoilAdapter, load_trained, score_test_set
 from recon.metrics import evaluate as metrics
 from recon.sense import zero_filled
-from recon.train import save_model, train
+from recon.train import load_calibration, save_calibration, save_model, train
 from recon.unrolled import DENOISERS, E2EVarNet, LearnedPrimalDual, build_model
 
 EXPERIMENT_FILE = "experiment.json"
@@ -76,10 +79,12 @@ class MRIData:
     test_seed: int = 1000
     slices: int | list[int] = 1
     mask: str | list[str] = "random"
+    validation_seed: int = 2000
 
     def dataset(self, folder: Path, split: str) -> Dataset:
-        """The ``"train"`` or ``"test"`` :class:`recon.data.SliceDataset`, simulated into ``folder``."""
-        n, seed = (self.train, self.seed) if split == "train" else (self.test, self.test_seed)
+        """The ``"train"``, ``"test"`` or ``"validation"`` (as many as ``test``, other phantoms)
+        :class:`recon.data.SliceDataset`, simulated into ``folder``."""
+        n, seed = _split(self, split)
         return simulated_dataset(folder, n=n, seed=seed, size=self.size, coils=self.coils,
                                  snr_db=self.snr_db, slices=self.slices, acceleration=self.acceleration,
                                  center_fraction=self.center_fraction, mask=self.mask)
@@ -107,6 +112,7 @@ class CTData:
     dose: float | None = 1e4
     seed: int = 0
     test_seed: int = 1000
+    validation_seed: int = 2000
 
     def geometry(self) -> CTGeometry:
         pixel = self.fov_mm / self.size
@@ -121,9 +127,9 @@ class CTData:
         return CTSliceDataset(path, noise=None if self.dose is None else low_dose(self.dose), seed=seed)
 
     def simulate(self, folder: Path, split: str) -> tuple[Path, int]:
-        """``(file, seed)`` of the ``"train"`` or ``"test"`` phantoms and their exact sinograms in
-        ``folder`` (written if missing)."""
-        n, seed = (self.train, self.seed) if split == "train" else (self.test, self.test_seed)
+        """``(file, seed)`` of the ``"train"``, ``"test"`` or ``"validation"`` phantoms and their
+        exact sinograms in ``folder`` (written if missing)."""
+        n, seed = _split(self, split)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidDataError(f"CTData: {split} must be a positive number of slices, got {n!r}")
         g = self.geometry()
@@ -160,6 +166,15 @@ class LDCTData(CTData):
         return LDCTDataset(path, dose=self.dose, normal_dose=self.normal_dose, filter=self.filter, seed=seed)
 
 
+def _split(data: MRIData | CTData, split: str) -> tuple[int, int]:
+    """``(examples, seed)`` of a split; validation has as many examples as test."""
+    splits = {"train": (data.train, data.seed), "test": (data.test, data.test_seed),
+              "validation": (data.test, data.validation_seed)}
+    if split not in splits:
+        raise InvalidDataError(f"unknown data split {split!r}; expected one of {sorted(splits)}")
+    return splits[split]
+
+
 def _thorax(seed: int) -> np.ndarray:
     """The thorax table of ``seed`` (unit coordinates) turned and shrunk at random about the centre."""
     rng = np.random.default_rng([seed, 0x7468])
@@ -179,8 +194,11 @@ _DATA = {cls.kind: cls for cls in (MRIData, CTData, LDCTData)}
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """One experiment: ``model`` (config of ``build_model``), ``train`` (TrainConfig fields),
-    ``data``, the default ``steps`` and, for GAN training, ``gan`` (the :class:`recon.gan.GANConfig`
-    fields beyond ``train``'s; ``None``: supervised training)."""
+    ``data``, the default ``steps``, for GAN training ``gan`` (the :class:`recon.gan.GANConfig`
+    fields beyond ``train``'s; ``None``: supervised training) and ``pretrained``: submodules of the
+    model that start from the model of another experiment, ``{attribute: experiment name}`` (e.g.
+    ``{"denoiser": "gan_mri_small"}``: MoDL's regulariser block starts as that GAN generator;
+    :func:`run` trains the other experiment first if its folder has no model)."""
 
     name: str
     model: dict[str, Any]
@@ -188,6 +206,7 @@ class Experiment:
     data: MRIData | CTData | LDCTData
     steps: int
     gan: dict[str, Any] | None = None
+    pretrained: dict[str, str] | None = None
 
     def datasets(self, folder: Path) -> tuple[Dataset, Dataset]:
         """``(train, test)`` datasets simulated into ``folder`` (created), in the form the model of
@@ -211,9 +230,10 @@ class Experiment:
         """The training config of :func:`run`: ``train`` (and ``gan``) fields with ``model``."""
         return {**self.train, **(self.gan or {}), "model": self.model}
 
-    def wrap(self, net: nnx.Module, *, consistency: bool = True) -> nnx.Module:
+    def wrap(self, net: nnx.Module, *, consistency: bool = True, relative_error: float | None = None) -> nnx.Module:
         """``net`` in the form that takes this experiment's examples (module docstring);
-        ``consistency``: an MRI denoiser ends with hard data consistency.
+        ``consistency``: an MRI denoiser ends with data consistency, exact or, given the
+        denoiser's ``relative_error``, weighed by the noise (:class:`recon.gan.MultiCoilEnhancer`).
 
         Raises:
             InvalidDataError: E2E-VarNet on CT data, the learned primal-dual on multi-coil MRI, a
@@ -227,7 +247,9 @@ class Experiment:
             raise InvalidDataError(f"experiment {self.name}: a {type(net).__name__} takes images, not CT "
                                    "sinograms; use LDCTData (low-dose FBP images)")
         if denoiser:
-            return MultiCoilEnhancer(net, consistency=consistency) if self.data.kind == "mri" else net
+            if self.data.kind != "mri":
+                return net
+            return MultiCoilEnhancer(net, consistency=consistency, relative_error=relative_error)
         if self.data.kind == "ct":
             if isinstance(net, E2EVarNet):
                 raise InvalidDataError(f"experiment {self.name}: an e2e_varnet model takes multi-coil "
@@ -241,22 +263,24 @@ class Experiment:
         return MultiCoilAdapter(net)
 
     def to_dict(self) -> dict[str, Any]:
-        """The experiment as JSON-ready data (:meth:`from_dict` inverts it; ``gan`` only when set)."""
+        """The experiment as JSON-ready data (:meth:`from_dict` inverts it; ``gan`` and ``pretrained``
+        only when set)."""
         record = {"name": self.name, "model": dict(self.model), "train": dict(self.train),
                   "data": {"kind": self.data.kind, **dataclasses.asdict(self.data)}, "steps": self.steps}
-        return record if self.gan is None else {**record, "gan": dict(self.gan)}
+        optional = {"gan": self.gan, "pretrained": self.pretrained}
+        return {**record, **{k: dict(v) for k, v in optional.items() if v is not None}}
 
     @classmethod
     def from_dict(cls, record: Any, where: str = "experiment") -> Experiment:
         """The experiment of a :meth:`to_dict` record; an unknown or missing field raises
         :class:`InvalidDataError` naming ``where``."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        required = fields - {"gan"}
+        required = fields - {"gan", "pretrained"}
         if (not isinstance(record, dict) or not required <= set(record) <= fields
                 or not isinstance(record["data"], dict)):
             got = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise InvalidDataError(f"{where}: expected an object with fields {sorted(required)} and "
-                                   f"optionally 'gan' (data an object), got {got}")
+                                   f"optionally 'gan' and 'pretrained' (data an object), got {got}")
         data = dict(record["data"])
         kind = data.pop("kind", None)
         if kind not in _DATA:
@@ -265,16 +289,18 @@ class Experiment:
         if set(data) - known:
             raise InvalidDataError(f"{where}: unknown {kind} data field(s) {sorted(set(data) - known)}; "
                                    f"known: {sorted(known)}")
-        gan = record.get("gan")
-        if not all(isinstance(part, dict) for part in (record["model"], record["train"], gan or {})):
-            raise InvalidDataError(f"{where}: model, train and gan must be JSON objects")
+        gan, pretrained = record.get("gan"), record.get("pretrained")
+        parts = (record["model"], record["train"], gan or {}, pretrained or {})
+        if not all(isinstance(part, dict) for part in parts):
+            raise InvalidDataError(f"{where}: model, train, gan and pretrained must be JSON objects")
         return cls(str(record["name"]), record["model"], record["train"], _DATA[kind](**data),
-                   record["steps"], gan)
+                   record["steps"], gan, pretrained)
 
 
 def get(name: str) -> Experiment:
-    """``EXPERIMENT`` of module ``experiments.<name>`` (``name`` may use dashes), or the experiment
-    of a JSON file (a path ending in ``.json``, e.g. ``out/model/experiment.json`` of :func:`run`)."""
+    """``EXPERIMENT`` of module ``experiments.<name>`` (``name`` may use dashes; ``<name>:FULL``
+    gives the module's full-size ``FULL``), or the experiment of a JSON file (a path ending in
+    ``.json``, e.g. ``out/model/experiment.json`` of :func:`run`)."""
     if name.endswith(".json"):
         path = Path(name)
         try:
@@ -284,13 +310,15 @@ def get(name: str) -> Experiment:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise FileFormatError(f"{path}: not a readable JSON experiment ({e})") from e
         return Experiment.from_dict(record, str(path))
-    module_name = name.replace("-", "_")
+    module_name, _, variant = name.replace("-", "_").partition(":")
     known = sorted(m.name for m in pkgutil.iter_modules(__import__("experiments").__path__)
                    if m.name != "base")
     if module_name not in known:
         raise InvalidDataError(f"unknown experiment {name!r}; known: {', '.join(known)} (or a path "
                                "to an experiment .json)")
-    return importlib.import_module(f"experiments.{module_name}").EXPERIMENT
+    if variant not in ("", "FULL"):
+        raise InvalidDataError(f"experiment {name!r}: the only variant is ':FULL', got {variant!r}")
+    return getattr(importlib.import_module(f"experiments.{module_name}"), variant or "EXPERIMENT")
 
 
 def run(experiment: Experiment, out: Path, *, steps: int | None = None, resume: bool = False,
@@ -298,6 +326,8 @@ def run(experiment: Experiment, out: Path, *, steps: int | None = None, resume: 
     """Train ``experiment`` into ``out``; save its inference weights and itself in ``out/model``."""
     out = Path(out)
     model = experiment.build()
+    for attribute, source in (experiment.pretrained or {}).items():
+        _start_from(model, attribute, get(source), out.parent, progress=progress)
     folder = out / "data"
     folder.mkdir(parents=True, exist_ok=True)
     data = experiment.dataset(folder, "train")
@@ -313,8 +343,57 @@ def run(experiment: Experiment, out: Path, *, steps: int | None = None, resume: 
                                    progress=progress)  # the averaged generator is saved
     net = model.net if isinstance(model, (MultiCoilAdapter, CTAdapter, MultiCoilEnhancer)) else model
     save_model(net, experiment.model, out / "model")
+    if isinstance(net, DENOISERS):
+        calibrate(experiment, out / "model", folder)
     _write_json(out / "model" / EXPERIMENT_FILE, experiment.to_dict())
     return history
+
+
+def calibrate(experiment: Experiment, model_dir: Path, folder: Path) -> float:
+    """The :func:`relative_error` of the denoiser saved in ``model_dir`` on the experiment's
+    validation split (simulated into ``folder``), written to ``model_dir/calibration.json``
+    (:func:`recon.train.save_calibration`) and returned."""
+    validation = experiment.dataset(folder, "validation")
+    error = relative_error(experiment.wrap(load_trained(model_dir), consistency=False), validation)
+    save_calibration(model_dir, error, examples=len(validation), split="validation")
+    return error
+
+
+def relative_error(model: nnx.Module, dataset: Dataset) -> float:
+    """``sqrt(sum ||x - target||^2 / sum ||x||^2)`` of an enhancer's outputs ``x`` (magnitudes of
+    complex ones) over ``dataset`` at epoch 0: its expected error relative to its own output, the
+    ``relative_error`` of :func:`recon.pnp.noise_weight`."""
+    error = energy = 0.0
+    for index in range(len(dataset)):
+        batch = collate([dataset.example(index, 0)])
+        x = jnp.abs(_output(model, batch["inputs"]))
+        error += float(jnp.sum((x - batch["target"]) ** 2))
+        energy += float(jnp.sum(x ** 2))
+    return float(np.sqrt(error / energy))
+
+
+@nnx.jit
+def _output(model: nnx.Module, inputs: dict[str, jax.Array]) -> jax.Array:
+    return model(**inputs)
+
+
+def _start_from(model: nnx.Module, attribute: str, source: Experiment, runs: Path, *, progress: bool) -> None:
+    """Set ``attribute`` of the network in ``model`` to the model that experiment ``source`` saved
+    in ``runs/<source.name>/model``, training it there first if it is missing."""
+    net, out = getattr(model, "net", model), runs / source.name
+    if not isinstance(getattr(net, attribute, None), nnx.Module):
+        raise InvalidDataError(f"pretrained: a {type(net).__name__} has no submodule {attribute!r}")
+    if not (out / "model" / "weights.msgpack").exists():
+        if progress:
+            print(f"pretrained {attribute}: training experiment {source.name} into {out}")
+        run(source, out, progress=progress)
+    trained = load_trained(out / "model")
+    block = getattr(net, attribute)
+    if type(trained) is not type(block) or getattr(trained, "config", None) != getattr(block, "config", None):
+        raise InvalidDataError(f"pretrained {attribute}: experiment {source.name} saved a "
+                               f"{type(trained).__name__} {getattr(trained, 'config', '')}, but the "
+                               f"model's block is a {type(block).__name__} {getattr(block, 'config', '')}")
+    nnx.update(block, nnx.state(trained))
 
 
 def evaluate(experiment: Experiment, model_dir: Path, folder: Path) -> dict[str, dict[str, float]]:
@@ -325,7 +404,7 @@ def evaluate(experiment: Experiment, model_dir: Path, folder: Path) -> dict[str,
     folder.mkdir(parents=True, exist_ok=True)
     test = experiment.dataset(folder, "test")
     if isinstance(net, DENOISERS):
-        return score_enhancer(experiment.wrap(net), test)
+        return score_enhancer(experiment.wrap(net, relative_error=load_calibration(model_dir)), test)
     return score_test_set(experiment.wrap(net), test)
 
 
@@ -334,9 +413,12 @@ def _enhanced(model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.
     """The images that :func:`score_enhancer` scores, by name."""
     if not isinstance(model, MultiCoilEnhancer):
         return {"model": model(**inputs), "input": inputs["x"]}
-    plain = MultiCoilEnhancer(model.net, consistency=False)
-    return {"model": plain(**inputs), "model+dc": model(**inputs), "input": model.zero_filled(**inputs),
-            "zero-filled": zero_filled(inputs["masked_kspace"])}
+    images = {"model": MultiCoilEnhancer(model.net, consistency=False)(**inputs),
+              "model+dc": MultiCoilEnhancer(model.net, maxiter=model.maxiter)(**inputs),
+              "input": model.zero_filled(**inputs), "zero-filled": zero_filled(inputs["masked_kspace"])}
+    if model.relative_error is not None:
+        images["model+noise-dc"] = model(**inputs)
+    return images
 
 
 def score_enhancer(model: nnx.Module, dataset: Dataset) -> dict[str, dict[str, float]]:
@@ -351,8 +433,9 @@ def score_enhancer(model: nnx.Module, dataset: Dataset) -> dict[str, dict[str, f
     Returns:
         ``{"model": ..., "input": ...}``: the enhanced image (the saved model's output) and the
         enhancer's input (the low-dose FBP; for MRI the coil-combined zero-filled image ``A^H y``);
-        for MRI also ``"model+dc"``, the enhanced image after the data consistency of ``model``,
-        and ``"zero-filled"``, the RSS of the masked k-space (the baseline of
+        for MRI also ``"model+dc"``, the enhanced image after exact data consistency,
+        ``"model+noise-dc"`` after the noise-weighted one (when ``model`` has a
+        ``relative_error``), and ``"zero-filled"``, the RSS of the masked k-space (the baseline of
         :func:`recon.learned.score_test_set`).
     """
     totals: dict[str, dict[str, float]] = {}

@@ -13,9 +13,12 @@ levels of 16 features, least-squares loss) on magnitudes, as in
 :mod:`experiments.gan_ldct_small` (a PatchGAN's instance normalisation hides each image's
 overall noise level). Generator loss ``0.84 (1 - SSIM) + 0.16 L1 + 0.01 adversarial``; weights
 averaged with decay 0.995; 1000 steps of 4 slices. ``recon evaluate --model`` scores the
-averaged generator's output (``model``) and the same after hard data consistency with the real
+averaged generator's output (``model``), the same after exact data consistency with the real
 operator (``model+dc``, :func:`recon.pnp.replace_measured`: the measured k-space is kept, and with
-it the measured noise, which the projection amplifies; see :class:`recon.gan.MultiCoilEnhancer`).
+it the measured noise, which the projection amplifies) and after the noise-weighted one
+(``model+noise-dc``, weighed by the generator's relative error on validation slices; see
+:class:`recon.gan.MultiCoilEnhancer`). :mod:`experiments.modl_gan_small` uses the generator as
+MoDL's regulariser block.
 Trains in about 1.5 minutes on an idle 2-core CPU.
 
 ``FULL`` is a full-size GPU configuration: fastMRI's U-Net (32 channels, 4 pools) as the

@@ -315,15 +315,18 @@ def _reconstruct(args: argparse.Namespace) -> None:
 
 def _enhance(args: argparse.Namespace) -> None:
     from recon.enhance import enhance_file, load_denoiser
+    from recon.train import load_calibration
 
     model, config = load_denoiser(args.model)
+    relative_error = load_calibration(args.model)
+    consistency = args.data_consistency or ("noise" if relative_error is not None else "exact")
     with progress_bar("enhance") as bar:
         def progress(total: int):
             task = bar.add_task("slices", total=total)
             return lambda: bar.advance(task)
 
         summary = enhance_file(args.input, args.output, model,
-                               data_consistency=not args.no_data_consistency, progress=progress,
+                               data_consistency=consistency, relative_error=relative_error, progress=progress,
                                attrs={"method": "enhance", "weights": str(args.model), "model": config})
     flagged = summary["suspicious"]
     print(f"wrote {args.output}: enhanced {summary['input']} {tuple(summary['shape'])}"
@@ -505,9 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=Path, required=True,
                    help="denoiser folder of recon train (weights.msgpack + config.json)")
     s.add_argument("-o", "--output", required=True, type=Path)
-    s.add_argument("--no-data-consistency", action="store_true",
-                   help="raw MRI: keep the network's image as it is instead of restoring the "
-                        "measured k-space")
+    s.add_argument("--data-consistency", choices=("noise", "exact", "none"), default=None,
+                   help="raw MRI: fit the measured k-space to within its noise, weighed by the "
+                        "model's expected error ('noise', the default for models of recon train, "
+                        "which write calibration.json), exactly ('exact', the default otherwise), "
+                        "or not at all ('none')")
     s.set_defaults(run=_enhance)
 
     s = sub.add_parser("evaluate", help="NMSE, PSNR and SSIM against a reference (fastMRI style), or of "

@@ -13,9 +13,10 @@ Enhancement (``recon enhance``, :func:`enhance_file`):
   ``pixel_size_mm``): every slice is enhanced; no data, so the trust fields hold only the
   departure map from the input image (``trust/departure``);
 - fastMRI raw files (``kspace``, ``mask``), per slice (:func:`enhance_kspace`): ESPIRiT maps,
-  zero-filled image ``A^H y`` (coil-combined with the maps), enhanced, then hard data consistency
-  (:func:`recon.pnp.replace_measured`) so the measured k-space is kept, and the trust report
-  against ``A^H y``;
+  zero-filled image ``A^H y`` (coil-combined with the maps), enhanced, then data consistency
+  (:func:`recon.pnp.replace_measured`): by default weighed by the noise of the data and the
+  model's expected error (``calibration.json`` of ``recon train``), so that the image fits the
+  measured k-space to within its noise; or exact; and the trust report against ``A^H y``;
 - 2D CT files (``sinogram`` and geometry, :func:`enhance_ct`): FBP (ramp), enhanced, and the trust
   report against the FBP, with the noise of the file's counts or ``I0`` (:func:`recon.trust.ct_sigma`).
 
@@ -48,13 +49,13 @@ from recon.io import (CTData, is_ct, is_noncartesian, open_raw, read_ct, read_ct
                       write_reconstruction)
 from recon.learned import masked_slice, normalised_ct_operator
 from recon.pipeline import ReconOptions, coil_maps
-from recon.pnp import pnp_admm, pnp_fista, replace_measured
+from recon.pnp import noise_weight, pnp_admm, pnp_fista, replace_measured
 from recon.train import load_model
-from recon.trust import (TrustReport, ct_sigma, ct_trust, departure_map, sense_trust, stack_reports,
-                         trust_report, write_trust)
+from recon.trust import (TrustReport, ct_sigma, ct_trust, departure_map, kspace_sigma, sense_trust,
+                         stack_reports, trust_report, write_trust)
 from recon.unrolled import DENOISERS, build_model
 
-__all__ = ["DENOISER_MODELS", "PNP_METHODS", "Enhanced", "denoise", "enhance_ct", "enhance_file",
+__all__ = ["DATA_CONSISTENCY", "DENOISER_MODELS", "PNP_METHODS", "Enhanced", "denoise", "enhance_ct", "enhance_file",
            "enhance_kspace", "load_denoiser", "reconstruct_pnp", "reconstruct_pnp_ct", "takes_complex"]
 
 PathLike = str | os.PathLike
@@ -62,6 +63,8 @@ Progress = Callable[[], None] | None
 
 #: ``config["model"]`` of the image denoisers (:func:`recon.unrolled.build_model`).
 DENOISER_MODELS = tuple(cls.config_type.model for cls in DENOISERS)
+#: Data consistency after enhancing raw MRI data (:func:`enhance_kspace`).
+DATA_CONSISTENCY = ("noise", "exact", "none")
 #: ``recon reconstruct --method`` names of plug-and-play, and their defaults.
 PNP_METHODS = ("pnp-admm", "pnp-fista")
 PNP_ITERATIONS, PNP_RHO = 30, 0.05
@@ -176,19 +179,33 @@ def _cartesian(kspace: np.ndarray, mask: np.ndarray, options: ReconOptions | Non
 
 
 def enhance_kspace(model: nnx.Module, kspace: np.ndarray, mask: np.ndarray, *,
-                   data_consistency: bool = True, sigma: float | None = None) -> Enhanced:
+                   data_consistency: str = "noise", relative_error: float | None = None,
+                   sigma: float | None = None) -> Enhanced:
     """Enhance one Cartesian slice ``kspace (coils, ky, kx)`` (boolean ``mask`` broadcastable to
-    ``(ky, kx)``): the zero-filled ``A^H y`` on ESPIRiT maps, ``model`` on it, then (unless
-    ``data_consistency`` is False) the image nearest to it whose k-space equals the measured
-    samples. The report has no slice axis; ``sigma`` is the noise per k-space sample (default:
-    estimated from the k-space corners)."""
+    ``(ky, kx)``): the zero-filled ``A^H y`` on ESPIRiT maps, ``model`` on it, then data
+    consistency (:data:`DATA_CONSISTENCY`): ``"noise"`` the maximum-a-posteriori image of the
+    noise level and the model's ``relative_error`` (:func:`recon.pnp.noise_weight`), ``"exact"``
+    the image nearest to it whose k-space fits the measured samples best, ``"none"``.
+    The report has no slice axis; ``sigma`` is the noise per k-space sample (default:
+    :func:`recon.trust.kspace_sigma`)."""
+    _check_consistency(data_consistency, relative_error)
     A, y = _cartesian(kspace, mask, None, None)
     classical = A.adjoint(y)
     x = jnp.asarray(denoise(model, np.asarray(classical)[None])[0])
-    if data_consistency:
-        x, _ = replace_measured(x, y, A.maps, A.mask)
+    sigma = kspace_sigma(y) if sigma is None else sigma
+    if data_consistency != "none":
+        lam = 0.0 if data_consistency == "exact" else noise_weight(sigma, x, relative_error)
+        x, _ = replace_measured(x, y, A.maps, A.mask, lam=lam)
     report = trust_report(A, y, x, sigma=sigma, classical=classical)
     return Enhanced(np.asarray(x, np.complex64)[None], np.asarray(classical, np.complex64)[None], report)
+
+
+def _check_consistency(mode: str, relative_error: float | None) -> None:
+    if mode not in DATA_CONSISTENCY:
+        raise InvalidDataError(f"data consistency {mode!r}: expected one of {DATA_CONSISTENCY}")
+    if mode == "noise" and relative_error is None:
+        raise InvalidDataError("noise-weighted data consistency needs the model's relative error "
+                               "(calibration.json, written by recon train); use 'exact' or 'none'")
 
 
 def enhance_ct(model: nnx.Module, data: CTData, *, progress: Progress = None) -> Enhanced:
@@ -215,8 +232,8 @@ def _datasets(path: PathLike) -> set[str]:
         return set(f.keys())
 
 
-def enhance_file(path: PathLike, output: PathLike, model: nnx.Module, *, data_consistency: bool = True,
-                 attrs: dict[str, Any] | None = None,
+def enhance_file(path: PathLike, output: PathLike, model: nnx.Module, *, data_consistency: str = "noise",
+                 relative_error: float | None = None, attrs: dict[str, Any] | None = None,
                  progress: Callable[[int], Callable[[], None]] | None = None) -> dict[str, Any]:
     """Enhance the images of ``path`` and write them to ``output`` atomically (module docstring).
 
@@ -227,7 +244,8 @@ def enhance_file(path: PathLike, output: PathLike, model: nnx.Module, *, data_co
             ``classical`` (raw inputs: the zero-filled / FBP images enhanced) and the trust fields
             (:func:`recon.trust.trust_fields`; image inputs: ``trust/departure`` only).
         model: a denoiser (:func:`load_denoiser`).
-        data_consistency: MRI raw data: keep the measured k-space (hard data consistency).
+        data_consistency, relative_error: MRI raw data: the data consistency of :func:`enhance_kspace`
+            and the model's relative error (:func:`recon.train.load_calibration`).
         attrs: more root attributes of the output.
         progress: ``progress(total)`` returns the function called after each slice.
 
@@ -241,6 +259,7 @@ def enhance_file(path: PathLike, output: PathLike, model: nnx.Module, *, data_co
     """
     tick = (lambda n: None) if progress is None else progress
     meta = {**(attrs or {}), "input": str(path)}
+    _check_consistency(data_consistency, relative_error)
     if is_ct(path):
         data = read_ct(path)
         _check_2d(data.geometry)
@@ -258,13 +277,16 @@ def enhance_file(path: PathLike, output: PathLike, model: nnx.Module, *, data_co
             slices = []
             for i in range(raw.num_slices):
                 slices.append(enhance_kspace(model, raw.kspace(i), raw.mask(i), sigma=sigma,
-                                             data_consistency=data_consistency))
+                                             data_consistency=data_consistency,
+                                             relative_error=relative_error))
                 if step is not None:
                     step()
         out = Enhanced(np.concatenate([s.image for s in slices]),
                        np.concatenate([s.classical for s in slices]),
                        stack_reports([s.report for s in slices]))
-        meta |= {"classical": "zero-filled", "data_consistency": bool(data_consistency)}
+        meta |= {"classical": "zero-filled", "data_consistency": data_consistency}
+        if data_consistency == "noise":
+            meta["relative_error"] = relative_error
         return _write_raw(output, path, out, "mri-raw", meta)
     if "reconstruction" in found or "image" in found:
         if "reconstruction" in found:

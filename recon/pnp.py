@@ -9,7 +9,8 @@ are never baked into a compiled program as constants: wrap a call in ``jax.jit``
 with the denoiser closed over or passed as an argument.
 
 Data consistency: :func:`data_consistency` pulls an image ``x_e`` (e.g. a network's output) back
-to the data, softly or exactly; :func:`replace_measured` is its Cartesian multi-coil MRI form.
+to the data, softly or exactly; :func:`replace_measured` is its Cartesian multi-coil MRI form;
+:func:`noise_weight` gives the soft weight of the noise level and the enhancer's expected error.
 """
 
 from __future__ import annotations
@@ -125,6 +126,24 @@ def data_consistency(A: LinearOperator, y: jax.Array, x: jax.Array, *, lam: floa
 def _consistency(A: LinearOperator, y: jax.Array, x: jax.Array, lam: float | jax.Array, *,
                  maxiter: int, tol: float) -> tuple[jax.Array, CGInfo]:
     return cg(A.normal, A.adjoint(y) + lam * x, x0=x, maxiter=maxiter, tol=tol, damp=lam)
+
+
+def noise_weight(sigma: float | jax.Array, x: jax.Array, relative_error: float) -> jax.Array:
+    """The ``lam`` of :func:`data_consistency` that makes its solution the maximum-a-posteriori image
+    when the data noise is Gaussian with standard deviation ``sigma`` per sample and ``x_e`` (an
+    enhancer's output) errs by Gaussian noise of ``tau = relative_error * RMS(x_e)`` per pixel:
+    ``||A x - y||^2 / sigma^2 + ||x - x_e||^2 / tau^2`` is minimal at ``lam = sigma^2 / tau^2``.
+
+    ``relative_error`` is the enhancer's ``||x_e - x_true|| / ||x_e||``, measured on data it was not
+    trained on (:func:`experiments.base.run` writes it beside the model); ``sigma`` in the units of
+    ``A x`` (e.g. :func:`recon.trust.kspace_sigma`). An unknown noise level (``sigma`` NaN) gives
+    ``lam = 0``: exact consistency. Float32 scalar.
+    """
+    if not relative_error > 0:
+        raise InvalidDataError(f"noise_weight: relative_error must be > 0, got {relative_error!r}")
+    tau2 = relative_error ** 2 * jnp.mean(jnp.abs(jnp.asarray(x)) ** 2)
+    lam = jnp.asarray(sigma, jnp.float32) ** 2 / jnp.where(tau2 > 0, tau2, 1.0)
+    return jnp.where(jnp.isnan(lam), 0.0, lam).astype(jnp.float32)
 
 
 def replace_measured(x: jax.Array, kspace: jax.Array, maps: jax.Array, mask: jax.Array, *,

@@ -55,12 +55,13 @@ from recon.metrics import ssim
 from recon.progress import progress_bar
 
 __all__ = ["LOSSES", "TrainConfig", "Trainer", "combined_loss", "fit", "l1_loss", "learning_rate_schedule",
-           "load_model", "make_optimizer", "make_train_step", "mse_loss", "save_model", "ssim_loss", "train"]
+           "load_calibration", "load_model", "make_optimizer", "make_train_step", "mse_loss", "save_calibration",
+           "save_model", "ssim_loss", "train"]
 
 PathLike = str | os.PathLike
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
-CONFIG, METRICS, CURVES, CHECKPOINTS, WEIGHTS = (
-    "config.json", "metrics.jsonl", "curves.png", "checkpoints", "weights.msgpack")
+CONFIG, METRICS, CURVES, CHECKPOINTS, WEIGHTS, CALIBRATION = (
+    "config.json", "metrics.jsonl", "curves.png", "checkpoints", "weights.msgpack", "calibration.json")
 
 
 # ----------------------------------------------------------------------------------- config
@@ -588,6 +589,32 @@ def save_model(model: nnx.Module, config: Mapping[str, Any], directory: PathLike
         raise OutputError(f"cannot create the model folder {target}: {e.strerror or e}") from e
     _write_atomic(target / WEIGHTS, serialization.msgpack_serialize(flat))
     _write_atomic(target / CONFIG, text.encode())
+
+
+def save_calibration(directory: PathLike, relative_error: float, *, examples: int, split: str) -> None:
+    """Write ``calibration.json`` beside a saved model (atomically): the model's relative error
+    ``||x - x_true|| / ||x||`` on ``examples`` examples of the data ``split`` it was measured on
+    (what :func:`recon.pnp.noise_weight` needs)."""
+    if not (relative_error > 0 and math.isfinite(relative_error)):
+        raise InvalidDataError(f"save_calibration: relative_error must be finite and > 0, got {relative_error!r}")
+    record = {"relative_error": float(relative_error), "examples": int(examples), "split": str(split)}
+    _write_atomic(Path(directory) / CALIBRATION, _json(record, "the calibration").encode())
+
+
+def load_calibration(directory: PathLike) -> float | None:
+    """The relative error of :func:`save_calibration` in ``directory``; None when the model has none.
+
+    Raises:
+        FileFormatError: an unreadable file, or no positive ``relative_error`` in it.
+    """
+    path = Path(directory) / CALIBRATION
+    if not path.exists():
+        return None
+    record = _read_json(path, "model calibration")
+    error = record.get("relative_error") if isinstance(record, dict) else None
+    if isinstance(error, bool) or not isinstance(error, (int, float)) or not error > 0:
+        raise FileFormatError(f"{path}: expected {{\"relative_error\": a number > 0, ...}}, got {record!r}")
+    return float(error)
 
 
 def load_model(directory: PathLike, build: Callable[[dict, nnx.Rngs], nnx.Module]) -> nnx.Module:

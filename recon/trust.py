@@ -114,6 +114,16 @@ def estimate_sigma(y: jax.Array, *, ndim: int = 2, pool: int = 0, corner: float 
     return median / (np.sqrt(_LN2) if jnp.iscomplexobj(y) else _REAL_MEDIAN)
 
 
+def kspace_sigma(y: jax.Array) -> jax.Array:
+    """Noise per sample of Cartesian multi-coil k-space ``y (..., coils, ky, kx)``: :func:`estimate_sigma`
+    of the k-space corners pooled over coils, or, where no corner sample was measured (column
+    masks at high acceleration), of the outer ky rows of every measured column. Float32
+    ``y.shape[:-3]`` (NaN where neither holds a measured sample)."""
+    corners = estimate_sigma(y, pool=1)
+    rows = estimate_sigma(jnp.swapaxes(jnp.asarray(y), -1, -2), ndim=1, pool=2)
+    return jnp.where(jnp.isnan(corners), rows, corners)
+
+
 def departure_map(x: jax.Array, classical: jax.Array, *, ndim: int = 2) -> jax.Array:
     """``|x - classical| / max|classical|``, float32 of the shape of ``x``; the maximum is taken
     per image over the trailing ``ndim`` axes (1 where ``classical`` is all zero)."""
@@ -228,11 +238,11 @@ def sense_trust(A: MultiCoilMRI, y: jax.Array, x: jax.Array, *, sigma: float | N
     the phase that fits the data best (:func:`fit_phase` from the CG-SENSE phase), about the least
     any phase gives, so a flag is not an artefact of the missing phase; its departure map compares
     magnitudes.
-    ``sigma``: noise per k-space sample, default estimated from the k-space corners
-    (:func:`estimate_sigma`).
+    ``sigma``: noise per k-space sample, default :func:`kspace_sigma` of ``y``.
     """
     classical, _ = cg_sense(y, A.maps, A.mask, lam=_SENSE_LAM, maxiter=_SENSE_ITERATIONS, tol=_SENSE_TOL)
     x = jnp.asarray(x)
+    sigma = kspace_sigma(y) if sigma is None else sigma
     if jnp.iscomplexobj(x):
         return trust_report(A, y, x, sigma=sigma, classical=classical, factor=factor)
     report = trust_report(A, y, fit_phase(A, y, x, classical), sigma=sigma, factor=factor)

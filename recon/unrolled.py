@@ -55,12 +55,12 @@ __all__ = ["DENOISERS", "E2EVarNet", "E2EVarNetConfig", "LearnedPrimalDual", "Le
 # ------------------------------------------------------------------------------------------------
 # configs
 # ------------------------------------------------------------------------------------------------
-_TYPES = {"int": int, "float": float, "bool": bool}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Base of the model configs: typed fields (int, float, bool), JSON dict round trip.
+    """Base of the model configs: typed fields (int, float, bool, str), JSON dict round trip.
 
     Integer fields must be >= 1 (``cascades`` >= 0), float fields > 0; a wrong type, an unknown
     key or a value out of range raises :class:`InvalidDataError`.
@@ -76,6 +76,8 @@ class ModelConfig:
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise InvalidDataError(f"{self.model} config: {f.name} must be {f.type}, got {value!r}")
             low = 0 if f.name == "cascades" else 1
+            if kind is str:
+                continue
             if (kind is int and value < low) or (kind is float and not value > 0):
                 raise InvalidDataError(f"{self.model} config: {f.name} must be "
                                        f"{'>= ' + str(low) if kind is int else '> 0'}, got {value!r}")
@@ -130,17 +132,29 @@ class E2EVarNetConfig(ModelConfig):
 
 @dataclasses.dataclass(frozen=True)
 class MoDLConfig(ModelConfig):
-    """MoDL: iterations, image type, DnCNN size, initial ``lambda``, CG iterations and tolerance."""
+    """MoDL: iterations, image type, denoiser and its size, initial ``lambda``, CG iterations and
+    tolerance. ``denoiser``: ``"dncnn"`` (:class:`DnCNN`, ``features`` wide, ``depth`` layers),
+    ``"redcnn"`` (:class:`REDCNNDenoiser`, ``features``, ``layers = depth``) or
+    ``"unet_denoiser"`` (:class:`UNetDenoiser`, ``chans = features``, ``pools = depth``): the
+    last two are the GAN generators, so a trained one can be the regulariser block
+    (:meth:`MoDL.denoiser_config`)."""
 
     model: ClassVar[str] = "modl"
     cascades: int = 5
     complex_images: bool = True
+    denoiser: str = "dncnn"
     features: int = 32
     depth: int = 5
     lam: float = 0.05
     cg_iterations: int = 10
     cg_tol: float = 1e-6
     remat: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.denoiser not in ("dncnn", "redcnn", "unet_denoiser"):
+            raise InvalidDataError(f"{self.model} config: denoiser must be 'dncnn', 'redcnn' or "
+                                   f"'unet_denoiser', got {self.denoiser!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,7 +385,8 @@ class MoDL(nnx.Module):
     solved by :func:`recon.cg.cg` (``cg_iterations``, ``cg_tol``, warm-started at ``x_k``) and
     differentiated implicitly through its :func:`jax.lax.custom_linear_solve` (the backward pass
     is another CG solve; gradients reach ``lambda`` through the system matrix and the right-hand
-    side). ``D_w`` a :class:`DnCNN` shared by all iterations; ``lambda = softplus(.)`` learned;
+    side). ``D_w`` a :class:`DnCNN` (or a GAN generator, ``config.denoiser``) shared by all
+    iterations; ``lambda = softplus(.)`` learned;
     ``x_0`` the CG solution with ``D = 0``. ``self(A, y)``: ``(..., *A.out_shape)`` -> ``(..., *A.in_shape)``.
     """
 
@@ -379,8 +394,20 @@ class MoDL(nnx.Module):
 
     def __init__(self, config: MoDLConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.denoiser = DnCNN(config.complex_images, config.features, config.depth, rngs=rngs)
+        denoiser = self.denoiser_config(config)
+        self.denoiser = (DnCNN(config.complex_images, config.features, config.depth, rngs=rngs)
+                         if denoiser is None else build_model(denoiser, rngs))
         self.lam = nnx.Param(_inverse_softplus(config.lam))
+
+    @staticmethod
+    def denoiser_config(config: MoDLConfig) -> dict[str, Any] | None:
+        """The :func:`build_model` config of the denoiser block (None for DnCNN): a generator saved
+        with this config (``recon train`` of a GAN experiment) fits ``model.denoiser``."""
+        if config.denoiser == "redcnn":
+            return REDCNNConfig(config.complex_images, config.features, config.depth).to_dict()
+        if config.denoiser == "unet_denoiser":
+            return UNetDenoiserConfig(config.complex_images, config.features, config.depth).to_dict()
+        return None
 
     def __call__(self, A: LinearOperator, y: jax.Array) -> jax.Array:
         _check_operator(A, y, self.config.complex_images, "MoDL")

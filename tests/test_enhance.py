@@ -97,6 +97,26 @@ def test_load_denoiser_round_trip_and_wrong_kind(tmp_path):
         load_denoiser(tmp_path / "missing")
 
 
+def test_noise_weighted_consistency_is_the_map_image(mri):
+    """The output minimises ||A x - y||^2 / sigma^2 + ||x - x_e||^2 / tau^2 (its gradient vanishes),
+    and lies between the exact fit and the enhanced image in residual."""
+    kspace, mask, sigma, A, y = mri
+    model, error = AddDisc(0.5 * float(jnp.abs(A.adjoint(y)).max())), 0.2
+    x_e = jnp.asarray(enhance_kspace(model, kspace, mask, sigma=sigma, data_consistency="none").image[0])
+    out = enhance_kspace(model, kspace, mask, sigma=sigma, data_consistency="noise", relative_error=error)
+    exact = enhance_kspace(model, kspace, mask, sigma=sigma, data_consistency="exact")
+    x = jnp.asarray(out.image[0])
+    tau2 = error ** 2 * float(jnp.mean(jnp.abs(x_e) ** 2))
+    gradient = A.adjoint(A(x) - y) / sigma ** 2 + (x - x_e) / tau2
+    assert float(jnp.linalg.norm(gradient)) < 1e-3 * float(jnp.linalg.norm(A.adjoint(y))) / sigma ** 2
+    assert float(exact.report.residual) < float(out.report.residual) < float(jnp.linalg.norm(A(x_e) - y)
+                                                                             / jnp.linalg.norm(y))
+    with pytest.raises(InvalidDataError, match="relative error"):
+        enhance_kspace(model, kspace, mask, data_consistency="noise")
+    with pytest.raises(InvalidDataError, match="expected one of"):
+        enhance_kspace(model, kspace, mask, data_consistency="soft")
+
+
 def test_adapter_real_model_on_complex_images_keeps_the_phase(rng):
     x = (rng.standard_normal((1, N, N)) + 1j * rng.standard_normal((1, N, N))).astype(np.complex64)
     out = denoise(AddDisc(2.0), x)  # takes real images: enhances |x|, keeps the phase
@@ -117,8 +137,8 @@ def test_data_consistency_brings_a_hallucination_down_to_the_least_squares_resid
     kspace, mask, sigma, A, y = mri
     amplitude = 0.5 * float(jnp.abs(A.adjoint(y)).max())
     model = AddDisc(amplitude)
-    raw = enhance_kspace(model, kspace, mask, sigma=sigma, data_consistency=False)
-    kept = enhance_kspace(model, kspace, mask, sigma=sigma)
+    raw = enhance_kspace(model, kspace, mask, sigma=sigma, data_consistency="none")
+    kept = enhance_kspace(model, kspace, mask, sigma=sigma, data_consistency="exact")
     # the hard consistency step is 30 CG steps from the enhanced image; least squares from 0 with
     # as many steps fits the data as well (the problem converges slowly: R = 3.6, cropped maps)
     least_squares, _ = cgls(A, y, maxiter=30, tol=1e-7)

@@ -9,6 +9,7 @@ data do not hold, which the trust report must flag).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -24,7 +25,7 @@ from recon.cli import main
 from recon.fista import fista
 from recon.io import open_raw
 from recon.pipeline import ReconOptions, coil_maps
-from recon.train import save_model
+from recon.train import save_calibration, save_model
 from recon.unrolled import build_model
 from tests.conftest import rngs
 
@@ -77,18 +78,26 @@ def test_enhance_raw_mri_end_to_end(folder, capsys):
     f = fields(out)
     assert f["names"] == {"reconstruction", "classical"} | TRUST
     assert f["reconstruction"].shape == f["classical"].shape == (2, 32, 32)
-    assert f["attrs"]["method"] == "enhance" and f["attrs"]["data_consistency"]
+    assert f["attrs"]["method"] == "enhance" and f["attrs"]["data_consistency"] == "exact"  # no calibration
     assert json.loads(f["attrs"]["model"])["model"] == "redcnn"
     with open_raw(folder / "r3.h5") as raw:
         sigma = raw.attrs["noise_sigma"]
     np.testing.assert_allclose(f["trust/sigma"], sigma, rtol=1e-6)
     assert not f["trust/suspicious"].any()
     assert main(["enhance", str(folder / "r3.h5"), "--model", str(folder / "offset-complex"), "-o",
-                 str(folder / "raw.h5"), "--no-data-consistency"]) == 0
+                 str(folder / "raw.h5"), "--data-consistency", "none"]) == 0
     g = fields(folder / "raw.h5")
     assert g["trust/suspicious"].all() and g["attrs"]["trust_suspicious_slices"] == "[0, 1]"
     assert np.all(g["trust/residual"] > 3 * g["trust/expected_residual"])
     np.testing.assert_array_equal(g["classical"], f["classical"])
+    # a model of recon train has a calibration: the default is then the noise-weighted consistency
+    calibrated = shutil.copytree(folder / "offset-complex", folder / "offset-calibrated")
+    save_calibration(calibrated, 0.3, examples=8, split="validation")
+    assert main(["enhance", str(folder / "r3.h5"), "--model", str(calibrated), "-o",
+                 str(folder / "noise.h5")]) == 0
+    h = fields(folder / "noise.h5")
+    assert h["attrs"]["data_consistency"] == "noise" and h["attrs"]["relative_error"] == 0.3
+    assert np.all(f["trust/residual"] < h["trust/residual"]) and np.all(h["trust/residual"] < g["trust/residual"])
 
 
 def test_enhance_ct_and_image_files(folder):
@@ -180,7 +189,11 @@ def test_bad_inputs_give_one_line_and_status_2(folder, tmp_path, capsys):
     assert main(["simulate", "-o", str(tmp_path / "radial.h5"), "--trajectory", "radial", "--size", "32",
                  "--coils", "2", "--spokes", "8"]) == 0
     identity = str(folder / "identity-real")
+    broken = shutil.copytree(folder / "identity-complex", tmp_path / "broken-calibration")
+    (broken / "calibration.json").write_text('{"relative_error": -1}')
     cases = [
+        (["enhance", raw, "--model", str(broken), "-o", out], "calibration.json"),
+        (["enhance", raw, "--model", identity, "-o", out, "--data-consistency", "noise"], "relative error"),
         (["enhance", raw, "--model", str(tmp_path / "none"), "-o", out], "config.json"),
         (["enhance", raw, "--model", str(tmp_path / "modl"), "-o", out], "not an image denoiser"),
         (["enhance", raw, "--model", str(deep), "-o", out], "takes no images of shape (32, 32)"),

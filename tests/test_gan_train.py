@@ -23,12 +23,14 @@ from experiments import base
 from physics.errors import InvalidDataError, ShapeError
 from physics.mri import MultiCoilMRI
 from recon.cli import main
+from recon.cg import cgls
 from recon.data import LDCTDataset, example_rng
 from recon.fbp import fbp
 from recon.gan import GANConfig, MultiCoilEnhancer, build_critic, make_gan_step, train_gan
 from recon.learned import load_trained
-from recon.train import make_optimizer, save_model, train
-from recon.unrolled import REDCNNDenoiser, UNetDenoiser, UNetDenoiserConfig, build_model
+from recon.train import load_calibration, make_optimizer, save_model, train
+from recon.unrolled import (MoDL, MoDLConfig, REDCNNDenoiser, UNetDenoiser, UNetDenoiserConfig,
+                            build_model)
 from tests.conftest import complex_normal, rngs
 
 
@@ -280,6 +282,7 @@ def test_multicoil_enhancer_keeps_the_measured_kspace(rng):
     mask[:, ::3] = 1
     truth = complex_normal(rng, (16, 16))
     y = np.asarray(MultiCoilMRI(jnp.asarray(maps), jnp.asarray(mask))(jnp.asarray(truth)))
+    y = y + 0.05 * mask * complex_normal(rng, y.shape)  # noise, for the noise-weighted consistency
     net = build_model({"model": "redcnn", "complex_images": True, "features": 2, "layers": 1}, rngs(0))
     inputs = {"masked_kspace": y[None], "mask": mask[None], "maps": maps[None]}
     A = MultiCoilMRI(jnp.asarray(maps), jnp.asarray(mask))
@@ -288,10 +291,11 @@ def test_multicoil_enhancer_keeps_the_measured_kspace(rng):
     plain = MultiCoilEnhancer(net, consistency=False)(**inputs)
     np.testing.assert_allclose(plain, net(x0), rtol=1e-5, atol=1e-6)
     consistent = MultiCoilEnhancer(net, maxiter=50)(**inputs)
-    soft = MultiCoilEnhancer(net, lam=0.5, maxiter=50)(**inputs)
+    soft = MultiCoilEnhancer(net, relative_error=2.0, maxiter=50)(**inputs)
     residual = lambda x: float(jnp.linalg.norm(A(x[0]) - y) / np.linalg.norm(y))  # noqa: E731
-    assert residual(plain) > 0.1 and residual(consistent) < 1e-3
-    assert 10 * residual(consistent) < residual(soft) < residual(plain)
+    least_squares, _ = cgls(A, jnp.asarray(y), maxiter=100, tol=1e-7)
+    assert residual(plain) > 0.1 and residual(consistent) < 1.01 * residual(least_squares[None])
+    assert 1.05 * residual(consistent) < residual(soft) < residual(plain) / 1.05
 
 
 def test_ldct_pairs(tmp_path):
@@ -351,8 +355,18 @@ def test_tiny_mri_experiment_trains_saves_and_scores(tmp_path):
     net = load_trained(tmp_path / "model")
     assert isinstance(net, UNetDenoiser)
     scores = base.evaluate(e, tmp_path / "model", tmp_path / "data")
-    assert set(scores) == {"model", "model+dc", "input", "zero-filled"}
+    assert set(scores) == {"model", "model+dc", "model+noise-dc", "input", "zero-filled"}
     assert all(np.isfinite(v) for s in scores.values() for v in s.values())
+    # the calibration: the generator's relative error on validation slices (other phantoms than test)
+    calibration = json.loads((tmp_path / "model" / "calibration.json").read_text())
+    assert calibration["split"] == "validation" and calibration["examples"] == 1
+    valid = e.dataset(tmp_path / "data", "validation").example(0, 0)
+    assert not np.array_equal(valid["target"], e.dataset(tmp_path / "data", "test").example(0, 0)["target"])
+    out = np.abs(np.asarray(e.wrap(net, consistency=False)(**{k: jnp.asarray(v)[None]
+                                                             for k, v in valid["inputs"].items()})[0]))
+    expected = np.linalg.norm(out - valid["target"]) / np.linalg.norm(out)
+    assert calibration["relative_error"] == pytest.approx(expected, rel=1e-4)
+    assert load_calibration(tmp_path / "model") == calibration["relative_error"]
     example = e.dataset(tmp_path / "data", "test").example(0, 0)
     k, maps = example["inputs"]["masked_kspace"], example["inputs"]["maps"]  # |A^H y| by numpy's FFT
     coil_images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"),
@@ -377,3 +391,34 @@ def test_recon_train_and_evaluate_gan_ldct_small_commands(tmp_path, capsys):
                                     data_range=float(ex["target"].max()))
             for ex in (test.example(i, 0) for i in range(len(test)))]
     assert scores["input"]["psnr"] == pytest.approx(np.mean(psnr), abs=1e-3)  # the low-dose FBP
+
+
+def test_gan_generator_as_the_regulariser_block_of_modl(tmp_path):
+    """``pretrained``: MoDL's block starts as the generator of a GAN experiment, which run() trains
+    first into the sibling folder; the block must match the generator's architecture."""
+    gan = dataclasses.replace(tiny("gan_mri_small"), steps=2)
+    (tmp_path / "gan.json").write_text(json.dumps(gan.to_dict()))
+    e = base.get("modl_gan_small")
+    assert e.pretrained == {"denoiser": "gan_mri_small"} and e.model["denoiser"] == "unet_denoiser"
+    assert base.get("modl_gan_small:FULL").pretrained == {"denoiser": "gan_mri_small:FULL"}
+    for variant in ("", ":FULL"):  # the block of each MoDL is the generator it starts from
+        modl = base.get("modl_gan_small" + variant)
+        generator = base.get(modl.pretrained["denoiser"]).model
+        assert (MoDL.denoiser_config(MoDLConfig.from_dict(modl.model))
+                == UNetDenoiserConfig.from_dict(generator).to_dict())
+    e = dataclasses.replace(e, model={**e.model, "cascades": 2, "features": 4, "depth": 2, "cg_iterations": 2},
+                            data=gan.data, pretrained={"denoiser": str(tmp_path / "gan.json")})
+    assert base.Experiment.from_dict(e.to_dict()) == e
+    base.run(e, tmp_path / "modl", steps=1, progress=False)  # lr 0 at step 1 (warm-up): weights unchanged
+    generator = load_trained(tmp_path / gan.name / "model")
+    block = load_trained(tmp_path / "modl" / "model").denoiser
+    assert isinstance(block, UNetDenoiser) and block.config == generator.config
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(block, nnx.Param), nnx.state(generator, nnx.Param))
+    wrong = dataclasses.replace(e, model={**e.model, "features": 8})
+    with pytest.raises(InvalidDataError, match="pretrained denoiser"):
+        base.run(wrong, tmp_path / "wrong", steps=1, progress=False)
+    with pytest.raises(InvalidDataError, match="no submodule 'regulariser'"):
+        base.run(dataclasses.replace(e, pretrained={"regulariser": str(tmp_path / "gan.json")}),
+                 tmp_path / "wrong", steps=1, progress=False)
+    with pytest.raises(InvalidDataError, match="variant"):
+        base.get("modl_gan_small:BIG")

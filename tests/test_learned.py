@@ -120,7 +120,7 @@ def test_test_set_scores_and_baselines_match_independent_metrics(runs, name):
 
 
 def test_experiment_configs_are_valid_and_full_is_the_papers():
-    for name in ("e2e_varnet_small", *SMALL):
+    for name in ("e2e_varnet_small", "modl_gan_small", *SMALL):
         module = __import__(f"experiments.{name}", fromlist=["FULL"])
         for e in (module.EXPERIMENT, module.FULL):
             assert base.Experiment.from_dict(json.loads(json.dumps(e.to_dict()))) == e

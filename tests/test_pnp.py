@@ -17,7 +17,7 @@ from physics.mri import MultiCoilMRI
 from physics.sampling import equispaced_mask
 from physics.simulation import simulate_multicoil
 from recon.cg import cgls
-from recon.pnp import data_consistency, pnp_admm, pnp_fista, replace_measured
+from recon.pnp import data_consistency, noise_weight, pnp_admm, pnp_fista, replace_measured
 from tests.conftest import complex_normal
 
 N, COILS, MU = 16, 4, 0.05
@@ -177,3 +177,12 @@ def test_data_consistency_does_not_modify_inputs_and_refuses_negative_lambda(pro
     np.testing.assert_array_equal(x_e, before)
     with pytest.raises(InvalidDataError, match="lam"):
         data_consistency(A, y, x_e, lam=-1.0)
+
+
+def test_noise_weight_is_the_ratio_of_the_noise_and_prior_variances():
+    x = jnp.full((4, 4), 2.0 + 0j, jnp.complex64)  # RMS 2: tau = 0.1 * 2
+    assert float(noise_weight(0.05, x, 0.1)) == pytest.approx(0.05 ** 2 / 0.2 ** 2, rel=1e-6)
+    assert float(noise_weight(jnp.nan, x, 0.1)) == 0.0  # unknown noise: exact consistency
+    assert float(noise_weight(0.0, x, 0.1)) == 0.0
+    with pytest.raises(InvalidDataError, match="relative_error"):
+        noise_weight(0.05, x, 0.0)

@@ -25,8 +25,8 @@ from physics.noise import add_noise
 from physics.phantom import birdcage_maps, brain_phantom
 from recon.io import CTData
 from recon.sense import cg_sense
-from recon.trust import (FACTOR, ct_sigma, ct_trust, estimate_sigma, fit_phase, mri_trust, sense_trust,
-                         stack_reports, trust_figure, trust_fields, trust_report, write_trust)
+from recon.trust import (FACTOR, ct_sigma, ct_trust, estimate_sigma, fit_phase, kspace_sigma, mri_trust,
+                         sense_trust, stack_reports, trust_figure, trust_fields, trust_report, write_trust)
 
 N, COILS = 48, 4
 
@@ -201,3 +201,19 @@ def test_ct_sigma_is_the_noise_of_the_log_sinogram(rng):
     # noiseless data: no noise level, no verdict (NaN), never a flag
     noiseless = ct_trust(image + 0.01, clean, g)
     assert np.isnan(float(noiseless.sigma[0])) and not bool(noiseless.suspicious[0])
+
+
+def test_kspace_sigma_falls_back_to_the_outer_rows_of_a_column_mask(rng):
+    """Corner columns not sampled (8x): the corner estimate is NaN, the outer ky rows of the
+    measured columns give the noise; nothing measured gives NaN."""
+    n, sigma = 64, 0.2
+    noise = sigma / np.sqrt(2) * (rng.standard_normal((COILS, n, n)) + 1j * rng.standard_normal((COILS, n, n)))
+    columns = np.zeros(n, np.float32)
+    columns[n // 2 - 4:n // 2 + 4] = 1  # centre only: no corner sample
+    y = jnp.asarray(noise * columns, jnp.complex64)
+    assert np.isnan(float(estimate_sigma(y, pool=1)))
+    assert float(kspace_sigma(y)) == pytest.approx(sigma, rel=0.1)
+    full = jnp.asarray(noise, jnp.complex64)
+    assert float(kspace_sigma(full)) == float(estimate_sigma(full, pool=1))  # corners measured: the same
+    assert np.isnan(float(kspace_sigma(jnp.zeros((COILS, n, n), jnp.complex64))))
+    assert kspace_sigma(jnp.stack([y, full])).shape == (2,)

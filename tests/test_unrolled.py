@@ -19,12 +19,13 @@ from physics.noncartesian import NonCartesianMRI
 from physics.phantom import birdcage_maps, brain_phantom, shepp_logan
 from physics.sampling import equispaced_mask, poisson_disc_mask, random_mask
 from physics.trajectory import radial_2d
-from recon.cg import cgls
+from recon.cg import cg, cgls
 from recon.nets import parameter_count
 from recon.power import operator_norm
 from recon.sense import cg_sense, zero_filled
 from recon.unrolled import (E2EVarNet, LearnedPrimalDual, LearnedPrimalDualConfig, MoDL, MoDLConfig,
-                            VarNet, VarNetConfig, build_model, calibration_mask)
+                            REDCNNDenoiser, UNetDenoiser, VarNet, VarNetConfig, build_model,
+                            calibration_mask)
 from tests.conftest import rngs
 
 N = 32
@@ -288,3 +289,24 @@ def test_default_parameter_counts():
     block = lambda a, b: conv(a, F) + (p.depth - 2) * conv(F, F) + conv(F, b)  # noqa: E731
     assert count({"model": "learned_primal_dual"}) == p.cascades * (block(D + 2, D) + block(P + 1, P))
     assert count({"model": "e2e_varnet"}) > 0
+
+
+@pytest.mark.parametrize("denoiser", ["redcnn", "unet_denoiser"])
+def test_modl_with_a_gan_generator_block(mri, denoiser):
+    """``denoiser``: the block is the registry's GAN generator of the matching config; with zero
+    weights it is the identity (RED-CNN's shortcut; the U-Net's residual), so each iteration is
+    the proximal point step ``(A^H A + lam I)^{-1} (A^H y + lam x_k)`` from the Tikhonov start."""
+    A, y = mri["A"], mri["y"]
+    model = make("modl", denoiser=denoiser, cascades=3, features=4, depth=2, lam=0.3, cg_iterations=60,
+                 cg_tol=1e-7)
+    expected = REDCNNDenoiser if denoiser == "redcnn" else UNetDenoiser
+    assert isinstance(model.denoiser, expected)
+    assert model.denoiser.config.to_dict() == MoDL.denoiser_config(model.config)
+    nnx.update(model.denoiser, jax.tree.map(jnp.zeros_like, nnx.state(model.denoiser, nnx.Param)))
+    x, _ = cgls(A, y, lam=0.3, maxiter=60, tol=1e-7)
+    for _ in range(3):
+        x = jax.vmap(lambda b, x0: cg(A.normal, b, x0, maxiter=60, tol=1e-7, damp=0.3)[0])(A.adjoint(y) + 0.3 * x, x)
+    np.testing.assert_allclose(nnx.jit(lambda m: m(A, y))(model), x, rtol=0, atol=1e-4 * float(jnp.abs(x).max()))
+    assert MoDL.denoiser_config(make("modl").config) is None
+    with pytest.raises(InvalidDataError, match="denoiser must be"):
+        make("modl", denoiser="bm3d")
