@@ -469,7 +469,10 @@ def _gan_step(pixel_loss: tuple[tuple[str, float], ...], adversarial: Adversaria
              batch: dict, key: jax.Array) -> dict[str, jax.Array]:
         target = batch["target"]
         scale = _rms(target)
-        fake = jax.lax.stop_gradient(_like_target(generator(**batch["inputs"]), target)) / scale
+        # one generator pass serves both updates (the generator does not change in between)
+        graphdef, params, rest = nnx.split(generator, nnx.Param, ...)
+        pred, pullback = jax.vjp(lambda p: nnx.merge(graphdef, p, rest)(**batch["inputs"]), params)
+        fake = jax.lax.stop_gradient(_like_target(pred, target)) / scale
         real = target / scale
         if fake.shape != real.shape or fake.dtype != real.dtype:
             raise ShapeError(f"make_gan_step: the generator gives {fake.shape} {fake.dtype} but the "
@@ -491,14 +494,13 @@ def _gan_step(pixel_loss: tuple[tuple[str, float], ...], adversarial: Adversaria
         real_scores = jax.lax.stop_gradient(aux.pop("real_scores"))
         scorer = _frozen(critic)
 
-        def generator_objective(g: nnx.Module) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-            pred = g(**batch["inputs"])
+        def generator_objective(pred: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
             pix = pixel(pred, target)
             _, adv = losses(real_scores, scorer(_like_target(pred, target) / scale))  # ignores real scores
             return pix + adv_weight * adv, (pix, adv)
 
-        (total, (pix, adv)), grads = nnx.value_and_grad(generator_objective, has_aux=True)(generator)
-        g_opt.update(generator, grads)
+        (total, (pix, adv)), d_pred = jax.value_and_grad(generator_objective, has_aux=True)(pred)
+        g_opt.update(generator, pullback(d_pred)[0])
         return {"critic": critic_loss, "real_score": jnp.mean(real_scores), **aux,
                 "pixel": pix, "adversarial": adv, "generator": total}
 
