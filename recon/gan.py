@@ -686,7 +686,8 @@ class MultiCoilEnhancer(nnx.Module):
 
     def __init__(self, net: nnx.Module, *, consistency: bool = True, relative_error: float | None = None,
                  maxiter: int = 30):
-        self.net, self.consistency, self.relative_error, self.maxiter = net, consistency, relative_error, maxiter
+        self.net, self.consistency, self.maxiter = net, consistency, maxiter
+        self.relative_error = relative_error
 
     @staticmethod
     def _items(masked_kspace, mask, maps) -> tuple[jax.Array, ...]:
@@ -710,7 +711,8 @@ class MultiCoilEnhancer(nnx.Module):
         x = self.net(x0)
         if self.consistency:
             def consistent(x, y, m, s):
-                lam = 0.0 if self.relative_error is None else noise_weight(kspace_sigma(y), x, self.relative_error)
+                error = self.relative_error
+                lam = 0.0 if error is None else noise_weight(kspace_sigma(y), x, error)
                 return replace_measured(x, y, s, m, lam=lam, maxiter=self.maxiter)[0]
 
             x = jax.vmap(consistent)(x, k, m, s)

@@ -571,7 +571,8 @@ def save_model(model: nnx.Module, config: Mapping[str, Any], directory: PathLike
 
     ``weights.msgpack``: every variable of ``model`` except RNG state, as a flat
     ``{"path/to/variable": array}`` Flax msgpack dict; ``config.json``: ``config``, what ``build``
-    of :func:`load_model` needs. Each file is written atomically.
+    of :func:`load_model` needs. Each file is written atomically; a ``calibration.json`` of
+    earlier weights (:func:`save_calibration`) is removed.
 
     Raises:
         InvalidDataError: ``config`` is not a JSON-serialisable mapping.
@@ -589,6 +590,8 @@ def save_model(model: nnx.Module, config: Mapping[str, Any], directory: PathLike
         raise OutputError(f"cannot create the model folder {target}: {e.strerror or e}") from e
     _write_atomic(target / WEIGHTS, serialization.msgpack_serialize(flat))
     _write_atomic(target / CONFIG, text.encode())
+    with contextlib.suppress(FileNotFoundError):  # it measured the weights replaced
+        os.unlink(target / CALIBRATION)
 
 
 def save_calibration(directory: PathLike, relative_error: float, *, examples: int, split: str) -> None:

@@ -367,6 +367,8 @@ def test_tiny_mri_experiment_trains_saves_and_scores(tmp_path):
     expected = np.linalg.norm(out - valid["target"]) / np.linalg.norm(out)
     assert calibration["relative_error"] == pytest.approx(expected, rel=1e-4)
     assert load_calibration(tmp_path / "model") == calibration["relative_error"]
+    save_model(net, e.model, tmp_path / "model")  # new weights: the old calibration no longer holds
+    assert load_calibration(tmp_path / "model") is None
     example = e.dataset(tmp_path / "data", "test").example(0, 0)
     k, maps = example["inputs"]["masked_kspace"], example["inputs"]["maps"]  # |A^H y| by numpy's FFT
     coil_images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"),
