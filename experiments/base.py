@@ -230,7 +230,8 @@ class Experiment:
         """The training config of :func:`run`: ``train`` (and ``gan``) fields with ``model``."""
         return {**self.train, **(self.gan or {}), "model": self.model}
 
-    def wrap(self, net: nnx.Module, *, consistency: bool = True, relative_error: float | None = None) -> nnx.Module:
+    def wrap(self, net: nnx.Module, *, consistency: bool = True,
+             relative_error: float | None = None) -> nnx.Module:
         """``net`` in the form that takes this experiment's examples (module docstring);
         ``consistency``: an MRI denoiser ends with data consistency, exact or, given the
         denoiser's ``relative_error``, weighed by the noise (:class:`recon.gan.MultiCoilEnhancer`).

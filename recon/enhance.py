@@ -56,7 +56,8 @@ from recon.trust import (TrustReport, ct_sigma, ct_trust, departure_map, kspace_
 from recon.unrolled import DENOISERS, build_model
 
 __all__ = ["DATA_CONSISTENCY", "DENOISER_MODELS", "PNP_METHODS", "Enhanced", "denoise", "enhance_ct",
-           "enhance_file", "enhance_kspace", "load_denoiser", "reconstruct_pnp", "reconstruct_pnp_ct", "takes_complex"]
+           "enhance_file", "enhance_kspace", "load_denoiser", "reconstruct_pnp", "reconstruct_pnp_ct",
+           "takes_complex"]
 
 PathLike = str | os.PathLike
 Progress = Callable[[], None] | None

@@ -55,8 +55,8 @@ from recon.metrics import ssim
 from recon.progress import progress_bar
 
 __all__ = ["LOSSES", "TrainConfig", "Trainer", "combined_loss", "fit", "l1_loss", "learning_rate_schedule",
-           "load_calibration", "load_model", "make_optimizer", "make_train_step", "mse_loss", "save_calibration",
-           "save_model", "ssim_loss", "train"]
+           "load_calibration", "load_model", "make_optimizer", "make_train_step", "mse_loss",
+           "save_calibration", "save_model", "ssim_loss", "train"]
 
 PathLike = str | os.PathLike
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
@@ -599,7 +599,8 @@ def save_calibration(directory: PathLike, relative_error: float, *, examples: in
     ``||x - x_true|| / ||x||`` on ``examples`` examples of the data ``split`` it was measured on
     (what :func:`recon.pnp.noise_weight` needs)."""
     if not (relative_error > 0 and math.isfinite(relative_error)):
-        raise InvalidDataError(f"save_calibration: relative_error must be finite and > 0, got {relative_error!r}")
+        raise InvalidDataError(f"save_calibration: relative_error must be finite and > 0, got "
+                               f"{relative_error!r}")
     record = {"relative_error": float(relative_error), "examples": int(examples), "split": str(split)}
     _write_atomic(Path(directory) / CALIBRATION, _json(record, "the calibration").encode())
 

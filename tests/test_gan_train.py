@@ -408,7 +408,8 @@ def test_gan_generator_as_the_regulariser_block_of_modl(tmp_path):
         generator = base.get(modl.pretrained["denoiser"]).model
         assert (MoDL.denoiser_config(MoDLConfig.from_dict(modl.model))
                 == UNetDenoiserConfig.from_dict(generator).to_dict())
-    e = dataclasses.replace(e, model={**e.model, "cascades": 2, "features": 4, "depth": 2, "cg_iterations": 2},
+    small = {"cascades": 2, "features": 4, "depth": 2, "cg_iterations": 2}
+    e = dataclasses.replace(e, model={**e.model, **small},
                             data=gan.data, pretrained={"denoiser": str(tmp_path / "gan.json")})
     assert base.Experiment.from_dict(e.to_dict()) == e
     base.run(e, tmp_path / "modl", steps=1, progress=False)  # lr 0 at step 1 (warm-up): weights unchanged

@@ -207,7 +207,8 @@ def test_kspace_sigma_falls_back_to_the_outer_rows_of_a_column_mask(rng):
     """Corner columns not sampled (8x): the corner estimate is NaN, the outer ky rows of the
     measured columns give the noise; nothing measured gives NaN."""
     n, sigma = 64, 0.2
-    noise = sigma / np.sqrt(2) * (rng.standard_normal((COILS, n, n)) + 1j * rng.standard_normal((COILS, n, n)))
+    shape = (COILS, n, n)
+    noise = sigma / np.sqrt(2) * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
     columns = np.zeros(n, np.float32)
     columns[n // 2 - 4:n // 2 + 4] = 1  # centre only: no corner sample
     y = jnp.asarray(noise * columns, jnp.complex64)

@@ -305,8 +305,10 @@ def test_modl_with_a_gan_generator_block(mri, denoiser):
     nnx.update(model.denoiser, jax.tree.map(jnp.zeros_like, nnx.state(model.denoiser, nnx.Param)))
     x, _ = cgls(A, y, lam=0.3, maxiter=60, tol=1e-7)
     for _ in range(3):
-        x = jax.vmap(lambda b, x0: cg(A.normal, b, x0, maxiter=60, tol=1e-7, damp=0.3)[0])(A.adjoint(y) + 0.3 * x, x)
-    np.testing.assert_allclose(nnx.jit(lambda m: m(A, y))(model), x, rtol=0, atol=1e-4 * float(jnp.abs(x).max()))
+        x = jax.vmap(lambda b, x0: cg(A.normal, b, x0, maxiter=60, tol=1e-7, damp=0.3)[0])(
+            A.adjoint(y) + 0.3 * x, x)
+    np.testing.assert_allclose(nnx.jit(lambda m: m(A, y))(model), x, rtol=0,
+                               atol=1e-4 * float(jnp.abs(x).max()))
     assert MoDL.denoiser_config(make("modl").config) is None
     with pytest.raises(InvalidDataError, match="denoiser must be"):
         make("modl", denoiser="bm3d")
