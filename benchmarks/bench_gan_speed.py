@@ -9,7 +9,8 @@ loss on images divided by each target's root-mean-square, Adam (b1 0.5) with the
 schedule and global-norm clipping at 1 for each network, generator loss ``50 L1 + 0.01 adv``, EMA
 of the generator weights (decay ``min(0.995, (1 + t) / (10 + t))`` at step ``t``, as
 :func:`recon.gan.train_gan`). One training step = one critic update on the real and the
-(detached) generated batch, one generator update, one EMA update; float32, images in mm^-1
+(detached) generated batch, one generator update (from the same generator pass: the generator
+has not changed in between), one EMA update; float32, images in mm^-1
 (thorax phantoms of :mod:`physics.ct_phantom` plus Gaussian noise; the time does not depend on
 the content). Cases: the experiment's batch (``train["batch_size"]``, 2) at its 64 x 64, and the
 same batch at 128 x 128 (a common LDCT training patch).
@@ -278,8 +279,8 @@ def torch_training(generator: TorchREDCNN, critic: TorchWGANCritic, inputs: np.n
         ms = target.square().mean((-2, -1), keepdim=True)  # recon.gan._rms
         scale = torch.sqrt(torch.where(ms > 0, ms, torch.ones_like(ms)))
         real = target / scale
-        with torch.no_grad():
-            fake = generator(x) / scale
+        pred = generator(x)  # one generator pass for both updates, as ours
+        fake = pred.detach() / scale
         c_opt.zero_grad(set_to_none=True)
         scores = critic(torch.cat([real, fake]))
         c_loss = 0.5 * (metric(scores[:batch], real=True) + metric(scores[batch:], real=False))
@@ -289,7 +290,6 @@ def torch_training(generator: TorchREDCNN, critic: TorchWGANCritic, inputs: np.n
         c_sched.step()
         critic.requires_grad_(False)
         g_opt.zero_grad(set_to_none=True)
-        pred = generator(x)
         g_loss = pixel_weight * nn.functional.l1_loss(pred, target) + g_adversarial(real, pred / scale)
         g_loss.backward()
         critic.requires_grad_(True)
