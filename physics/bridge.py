@@ -1,4 +1,5 @@
-"""The one bridge from host (Numba) kernels into JAX: linear maps with exact adjoints.
+"""The one bridge from host (Numba, NumPy) kernels into JAX: linear maps with exact adjoints, and
+plain host functions.
 
 :func:`linear_callback` wraps a pair of NumPy functions ``forward: X -> Y`` and
 ``adjoint: Y -> X`` (the exact adjoint of ``forward``) into a JAX function that works inside
@@ -6,6 +7,8 @@
 function, which loops over them) and under reverse-mode differentiation (``jax.custom_vjp``: the
 VJP of a linear map ``A`` is its transpose ``A^T g = conj(A^H conj(g))``, computed by ``adjoint``).
 Forward-mode differentiation (``jvp``) is not available through a callback.
+:func:`host_function` runs any NumPy function inside ``jit`` (not differentiable; meant for the
+backward passes of ``custom_vjp`` rules).
 """
 
 from __future__ import annotations
@@ -71,3 +74,12 @@ def linear_callback(forward: HostFn, adjoint: HostFn, in_shape: tuple[int, ...],
     apply_adjoint.defvjp(lambda y: (apply_adjoint(y), None),
                          lambda _, g: (_host_call(fwd_t, g, in_shape, out_shape, in_dtype, out_dtype),))
     return apply, apply_adjoint
+
+
+def host_function(fn: Callable[..., np.ndarray], result: jax.ShapeDtypeStruct, *args: jax.Array) -> jax.Array:
+    """``fn(*args)`` computed on the host as NumPy arrays, inside or outside ``jit``; ``result`` gives
+    the shape and dtype it returns. Under ``vmap`` it is called once per item."""
+    def host(*arrays: np.ndarray) -> np.ndarray:
+        return np.asarray(fn(*(np.asarray(a) for a in arrays)), result.dtype)
+
+    return jax.pure_callback(host, result, *args, vmap_method="sequential")

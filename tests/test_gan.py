@@ -238,10 +238,23 @@ def test_red_cnn_layers_match_flax_values_and_gradients(pad):
     np.testing.assert_allclose(_layer(layer, x, pad), layer(x), rtol=1e-5, atol=1e-5)
 
     kernel = layer.kernel[...]
-    fast = jax.grad(lambda k, v: jnp.sum(jnp.sin(_layer_with(layer, k, v, pad))), argnums=(0, 1))(kernel, x)
+    fast = jax.grad(lambda k, v: jnp.sum(jnp.sin(_layer_with(layer, k, v, pad))), argnums=(0, 1))
     plain = jax.grad(lambda k, v: jnp.sum(jnp.sin(_flax_with(layer, k, v, pad))), argnums=(0, 1))(kernel, x)
-    for a, b in zip(fast, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    for gradients in (fast(kernel, x), jax.jit(fast)(kernel, x)):  # the host kernel gradient, eager and jitted
+        for a, b in zip(gradients, plain):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+def test_conv_kernel_gradient_host_kernel(rng):
+    from kernels.conv_grad import conv_kernel_gradient
+
+    xp = rng.standard_normal((2, 9, 8, 3)).astype(np.float32)
+    dy = rng.standard_normal((2, 5, 4, 4)).astype(np.float32)  # a 5x5 kernel: 9 - 4 by 8 - 4
+    expected = np.stack([np.stack([np.einsum("bhwc,bhwo->co", xp[:, i:i + 5, j:j + 4], dy) for j in range(5)])
+                         for i in range(5)])
+    np.testing.assert_allclose(conv_kernel_gradient(xp, dy, 5), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="does not match"):
+        conv_kernel_gradient(xp, dy, 3)
 
 
 def _layer_with(layer, kernel, x, pad):
