@@ -66,7 +66,7 @@ def _trained(name: str | Experiment):
         run(experiment, out, progress=False)
     model = load_trained(out / "model")
     if isinstance(model, DENOISERS) and load_calibration(out / "model") is None:
-        calibrate(experiment, out / "model", out / "data")
+        calibrate(experiment, model, out / "model", out / "data")
     return experiment, model
 
 

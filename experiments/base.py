@@ -345,17 +345,17 @@ def run(experiment: Experiment, out: Path, *, steps: int | None = None, resume: 
     net = model.net if isinstance(model, (MultiCoilAdapter, CTAdapter, MultiCoilEnhancer)) else model
     save_model(net, experiment.model, out / "model")
     if isinstance(net, DENOISERS):
-        calibrate(experiment, out / "model", folder)
+        calibrate(experiment, net, out / "model", folder)
     _write_json(out / "model" / EXPERIMENT_FILE, experiment.to_dict())
     return history
 
 
-def calibrate(experiment: Experiment, model_dir: Path, folder: Path) -> float:
-    """The :func:`relative_error` of the denoiser saved in ``model_dir`` on the experiment's
-    validation split (simulated into ``folder``), written to ``model_dir/calibration.json``
-    (:func:`recon.train.save_calibration`) and returned."""
+def calibrate(experiment: Experiment, net: nnx.Module, model_dir: Path, folder: Path) -> float:
+    """The :func:`relative_error` of the denoiser ``net`` (saved in ``model_dir``) on the
+    experiment's validation split (simulated into ``folder``), written to
+    ``model_dir/calibration.json`` (:func:`recon.train.save_calibration`) and returned."""
     validation = experiment.dataset(folder, "validation")
-    error = relative_error(experiment.wrap(load_trained(model_dir), consistency=False), validation)
+    error = relative_error(experiment.wrap(net, consistency=False), validation)
     save_calibration(model_dir, error, examples=len(validation), split="validation")
     return error
 
